@@ -1,0 +1,1 @@
+"""Storage and signal codecs, one module each; every module registers its codec on import."""

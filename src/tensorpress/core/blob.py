@@ -1,0 +1,225 @@
+"""The one byte format of an ``Encoded``.
+
+Layout (all integers little-endian)::
+
+    0   4 bytes  magic b"TPRS"
+    4   u8       format major version (readers refuse a newer major)
+    5   u8       format minor version
+    6   u16      reserved, zero
+    8   u32      header length H
+    12  u32      CRC-32C of the header
+    16  H bytes  header: UTF-8 JSON {codec, shape, dtype, meta, parts: [{name, kind, offset, nbytes,
+                 crc32c, dtype?, shape?}], size}
+    …   buffers, each starting at a multiple of 64 bytes from the start of the blob
+
+``kind`` is ``array`` (raw little-endian elements), ``bytes`` or ``encoded`` (a nested blob). Arrays are
+returned as read-only views into the input buffer, so a memory-mapped file is decoded without copies.
+Every declared size is checked against the buffer before anything is allocated.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from typing import Any
+
+import google_crc32c
+import numpy as np
+
+from .dtypes import dtype_from_str, dtype_to_str
+from .encoded import Encoded, max_decode_bytes
+from .errors import BlobError, TensorpressError
+
+MAGIC = b"TPRS"
+VERSION = (1, 0)
+ALIGN = 64
+_PREFIX = struct.Struct("<4sBBHII")
+MAX_HEADER = 16 << 20
+MAX_DEPTH = 16
+
+
+def _crc(data: Any) -> int:
+    # google_crc32c takes bytes or ndarrays, not memoryviews; a uint8 view costs no copy.
+    return int(google_crc32c.value(np.frombuffer(data, dtype=np.uint8)))
+
+
+def _align(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+def _buffer(part: Any) -> tuple[str, Any, dict[str, Any]]:
+    """(kind, buffer, extra header fields) of one part."""
+    if isinstance(part, Encoded):
+        return "encoded", dumps(part), {}
+    if isinstance(part, np.ndarray):
+        if part.dtype.byteorder == ">":
+            raise TypeError("array parts must be little-endian")
+        arr = np.ascontiguousarray(part)
+        return "array", arr.reshape(-1).view(np.uint8), {
+            "dtype": dtype_to_str(arr.dtype),
+            "shape": list(arr.shape),
+        }
+    if isinstance(part, (bytes, bytearray, memoryview)):
+        return "bytes", part, {}
+    raise TypeError(f"part of type {type(part).__name__} cannot be serialized")
+
+
+def _plan(enc: Encoded) -> tuple[bytes, list[Any], list[int], int]:
+    from .codec import config_of
+
+    entries, buffers, sizes = [], [], []
+    for name, part in enc.parts.items():
+        kind, buf, extra = _buffer(part)
+        n = memoryview(buf).nbytes
+        buffers.append(buf)
+        sizes.append(n)
+        entries.append({"name": name, "kind": kind, "nbytes": n, "crc32c": _crc(buf), **extra})
+    header: dict[str, Any] = {
+        "codec": config_of(enc.codec),
+        "shape": list(enc.shape),
+        "dtype": dtype_to_str(enc.dtype),
+        "meta": dict(enc.meta),
+        "parts": entries,
+    }
+    # Offsets depend on the header length, which depends on the offsets' digits: iterate to a fixed point.
+    offsets = [0] * len(buffers)
+    text = b""
+    for _ in range(8):
+        pos = _align(_PREFIX.size + len(text))
+        for i, n in enumerate(sizes):
+            offsets[i] = pos
+            pos = _align(pos + n)
+        total = offsets[-1] + sizes[-1] if sizes else _PREFIX.size + len(text)
+        for entry, off in zip(entries, offsets, strict=True):
+            entry["offset"] = off
+        header["size"] = total
+        new = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+        if new == text:
+            break
+        text = new
+    else:  # pragma: no cover - the digits settle within two rounds
+        raise RuntimeError("blob header did not settle")
+    return text, buffers, offsets, total
+
+
+def serialized_size(enc: Encoded) -> int:
+    return _plan(enc)[3]
+
+
+def dumps(enc: Encoded) -> bytes:
+    text, buffers, offsets, total = _plan(enc)
+    out = bytearray(total)
+    _PREFIX.pack_into(out, 0, MAGIC, *VERSION, 0, len(text), _crc(text))
+    out[_PREFIX.size : _PREFIX.size + len(text)] = text
+    for buf, off in zip(buffers, offsets, strict=True):
+        mv = memoryview(buf).cast("B")
+        out[off : off + mv.nbytes] = mv
+    return bytes(out)
+
+
+def loads(data: bytes | bytearray | memoryview, *, verify: bool = True, _depth: int = 0) -> Encoded:
+    """Parse a blob; raises :class:`BlobError` saying what is wrong with a bad one."""
+    try:
+        view = memoryview(data).cast("B")
+    except TypeError as exc:
+        raise BlobError(f"expected bytes-like blob, got {type(data).__name__}") from exc
+    if _depth > MAX_DEPTH:
+        raise BlobError(f"blob nests deeper than {MAX_DEPTH} levels")
+    if view.nbytes < _PREFIX.size:
+        raise BlobError(f"blob is truncated: {view.nbytes} bytes, shorter than the {_PREFIX.size}-byte prefix")
+    magic, major, minor, _, hlen, hcrc = _PREFIX.unpack_from(view, 0)
+    if magic != MAGIC:
+        raise BlobError(f"not a tensorpress blob: magic {bytes(magic)!r}, expected {MAGIC!r}")
+    if major > VERSION[0]:
+        raise BlobError(
+            f"blob format version {major}.{minor} is newer than this tensorpress reads ({VERSION[0]}.x); "
+            "upgrade tensorpress"
+        )
+    if hlen > MAX_HEADER or _PREFIX.size + hlen > view.nbytes:
+        raise BlobError(f"blob is truncated or corrupt: header of {hlen} bytes in a {view.nbytes}-byte blob")
+    text = view[_PREFIX.size : _PREFIX.size + hlen]
+    if _crc(text) != hcrc:
+        raise BlobError("blob header is corrupt: checksum mismatch")
+    try:
+        header = json.loads(bytes(text))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise BlobError(f"blob header is not valid JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise BlobError("blob header is not a JSON object")
+    total = _get(header, "size", int)
+    if total > view.nbytes:
+        raise BlobError(f"blob is truncated: header declares {total} bytes, got {view.nbytes}")
+    view = view[:total]
+    shape = _shape(_get(header, "shape", list), "blob")
+    dtype = _dtype(_get(header, "dtype", str))
+    limit = max_decode_bytes()
+    if math.prod(shape) * dtype.itemsize > limit:
+        raise BlobError(
+            f"blob declares a decoded size of {math.prod(shape) * dtype.itemsize} bytes, over the limit of "
+            f"{limit}; raise TENSORPRESS_MAX_DECODE_BYTES if this is intended"
+        )
+    meta = _get(header, "meta", dict)
+    parts: dict[str, Any] = {}
+    spans = []
+    for entry in _get(header, "parts", list):
+        if not isinstance(entry, dict):
+            raise BlobError("blob parts table holds a non-object entry")
+        name = _get(entry, "name", str)
+        kind = _get(entry, "kind", str)
+        off, n = _get(entry, "offset", int), _get(entry, "nbytes", int)
+        if off % ALIGN or off < _PREFIX.size + hlen or off + n > total:
+            raise BlobError(f"blob part {name!r}: bad offset {off} / size {n} in a {total}-byte blob")
+        spans.append((off, off + n, name))
+        buf = view[off : off + n]
+        if verify and _crc(buf) != _get(entry, "crc32c", int):
+            raise BlobError(f"blob part {name!r} is corrupt: checksum mismatch")
+        if name in parts:
+            raise BlobError(f"blob part {name!r} appears twice")
+        if kind == "array":
+            pdtype = _dtype(_get(entry, "dtype", str))
+            pshape = _shape(_get(entry, "shape", list), f"part {name!r}")
+            if pdtype.byteorder == ">" or math.prod(pshape) * pdtype.itemsize != n:
+                raise BlobError(f"blob part {name!r}: {n} bytes do not hold {pdtype} of shape {pshape}")
+            arr = np.frombuffer(buf, dtype=pdtype) if n else np.empty(0, pdtype)
+            parts[name] = arr.reshape(pshape)
+        elif kind == "bytes":
+            parts[name] = buf
+        elif kind == "encoded":
+            parts[name] = loads(buf, verify=verify, _depth=_depth + 1)
+        else:
+            raise BlobError(f"blob part {name!r} has unknown kind {kind!r}")
+    spans.sort()
+    for (_, end, a), (start, _, b) in zip(spans, spans[1:], strict=False):
+        if start < end:
+            raise BlobError(f"blob parts {a!r} and {b!r} overlap")
+    from .codec import build
+
+    try:
+        codec = build(_get(header, "codec", (dict, list)))
+    except TensorpressError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise BlobError(f"blob names a bad codec configuration: {exc}") from None
+    return Encoded(codec, shape, dtype, parts, meta)
+
+
+def _get(obj: dict[str, Any], key: str, kind: Any) -> Any:
+    value = obj.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise BlobError(f"blob header field {key!r} is missing or malformed: {value!r:.80}")
+    if isinstance(value, int) and value < 0:
+        raise BlobError(f"blob header field {key!r} is negative: {value}")
+    return value
+
+
+def _shape(value: list[Any], what: str) -> tuple[int, ...]:
+    if len(value) > 64 or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
+        raise BlobError(f"{what} shape {value!r:.80} is not a list of non-negative integers")
+    if math.prod(value) > 1 << 62:
+        raise BlobError(f"{what} shape {value!r:.80} is absurdly large")
+    return tuple(value)
+
+
+def _dtype(name: str) -> np.dtype[Any]:
+    return dtype_from_str(name)

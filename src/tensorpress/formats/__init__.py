@@ -1,0 +1,1 @@
+"""Compute-friendly tensor formats, one module each; every module registers its format on import."""
