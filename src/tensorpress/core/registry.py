@@ -31,11 +31,13 @@ class Registry(Generic[T]):
         self._plugins: dict[str, metadata.EntryPoint] = {}
         self._loaded = False
         self._loading = False
+        #: built-in modules skipped because an optional dependency is missing: module → reason
+        self.unavailable: dict[str, str] = {}
 
     def register(self, name: str, obj: T) -> T:
         """Add ``obj`` under ``name``; a second registration of the same name is an error."""
-        if not name or not name.replace("_", "").replace("-", "").isalnum():
-            raise ValueError(f"{self.kind} name {name!r} must be letters, digits, '_' or '-'")
+        if not name or not all(c.isalnum() or c in "_-.:" for c in name):
+            raise ValueError(f"{self.kind} name {name!r} must be letters, digits, '_', '-', '.' or ':'")
         existing = self._entries.get(name)
         if existing is not None and existing is not obj:
             raise ValueError(f"{self.kind} {name!r} is already registered to {existing!r}")
@@ -81,7 +83,7 @@ class Registry(Generic[T]):
                 pkg = importlib.import_module(package)
                 for info in pkgutil.iter_modules(pkg.__path__):
                     if not info.name.startswith("_"):
-                        importlib.import_module(f"{package}.{info.name}")
+                        self._import_builtin(f"{package}.{info.name}")
             if self.entry_point_group:
                 for ep in metadata.entry_points(group=self.entry_point_group):
                     if ep.name not in self._entries:
@@ -89,6 +91,15 @@ class Registry(Generic[T]):
             self._loaded = True
         finally:
             self._loading = False
+
+    def _import_builtin(self, module: str) -> None:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            # An optional dependency (numba, triton, torch…) is missing: that module's entries are absent.
+            if exc.name is None or exc.name.split(".")[0] == module.split(".")[0]:
+                raise
+            self.unavailable[module] = f"needs {exc.name}"
 
     def _load_plugin(self, name: str, plugin: metadata.EntryPoint) -> None:
         try:

@@ -1,0 +1,1 @@
+"""Numba CPU kernels (parallel over rows). Each module registers only when numba imports."""

@@ -1,0 +1,1 @@
+"""NumPy reference kernels: the oracle every other backend is tested against."""

@@ -1,0 +1,1 @@
+"""Triton GPU kernels; tested on CPU with ``TRITON_INTERPRET=1``. Modules register only when triton imports."""
