@@ -45,6 +45,7 @@ class BitRound(Codec):
 
     codec_id: ClassVar[str] = "bitround"
     role: ClassVar[str] = "transform"
+    accepts_integers: ClassVar[bool] = False
     summary: ClassVar[str] = "round float mantissas to k bits, or to the bits holding a share of real information"
     examples: ClassVar[tuple[str, ...]] = (
         "bitround(keep=7) | zstd",
@@ -141,7 +142,7 @@ def bitwise_information(x: np.ndarray) -> np.ndarray:
         return np.zeros(nbits)
     rows = arr.reshape(-1, arr.shape[-1])
     a, b = rows[:, :-1].reshape(-1), rows[:, 1:].reshape(-1)
-    finite = np.isfinite(a.astype(np.float32)) & np.isfinite(b.astype(np.float32))
+    finite = np.isfinite(a.astype(np.float64)) & np.isfinite(b.astype(np.float64))
     a, b = a[finite], b[finite]
     if a.size > _MAX_PAIRS:  # an even, deterministic subsample
         step = -(-a.size // _MAX_PAIRS)

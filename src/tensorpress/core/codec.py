@@ -54,6 +54,9 @@ class Codec:
     positional: ClassVar[str | None] = None
     #: spec strings the conformance tests run on real data; the first is the typical use
     examples: ClassVar[tuple[str, ...]] = ()
+    #: whether integer/bool input and NaN/Inf are handled; where not, encode raises InputError
+    accepts_integers: ClassVar[bool] = True
+    accepts_nonfinite: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         hints = _field_types(type(self))
@@ -172,6 +175,14 @@ class Chain(Codec):
     def lossless(self) -> bool:  # type: ignore[override]
         return all(s.lossless for s in self.stages)
 
+    @property
+    def accepts_integers(self) -> bool:  # type: ignore[override]
+        return all(s.accepts_integers for s in self.stages)
+
+    @property
+    def accepts_nonfinite(self) -> bool:  # type: ignore[override]
+        return all(s.accepts_nonfinite for s in self.stages)
+
     def _split(self) -> tuple[list[Codec], Codec | None, list[Codec]]:
         stages = list(self.stages)
         k = next((i for i, s in enumerate(stages) if s.role != "transform"), len(stages))
@@ -265,7 +276,7 @@ def restore_dtype(y: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
         info = np.iinfo(dtype)
         y = np.clip(np.rint(y), info.min, info.max)
     elif dtype.kind == "b":
-        y = y != 0
+        y = np.rint(y) != 0 if y.dtype.kind == "f" else y != 0
     return y.astype(dtype)
 
 

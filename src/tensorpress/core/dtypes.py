@@ -88,7 +88,12 @@ def to_little_endian(arr: np.ndarray) -> np.ndarray:
     """C-contiguous little-endian copy (or view when it already is)."""
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
-    return np.ascontiguousarray(arr)
+    return contiguous(arr)
+
+
+def contiguous(arr: np.ndarray) -> np.ndarray:
+    """C-contiguous ``arr`` (a view when it already is); unlike ``np.ascontiguousarray``, 0-d stays 0-d."""
+    return arr if arr.flags.c_contiguous else np.array(arr, order="C")
 
 
 def byte_view(arr: np.ndarray) -> memoryview:

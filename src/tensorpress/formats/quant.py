@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..core.codec import Codec, register, restore_dtype
-from ..core.dtypes import is_float
+from ..core.dtypes import contiguous, is_float
 from ..core.encoded import Encoded
 from ..core.errors import BlobError, ConfigError, InputError
 from ..kernels import get_kernel
@@ -43,6 +43,7 @@ class GroupQuant(Codec):
     scale_dtype: str = "float16"
 
     codec_id: ClassVar[str] = "quant"
+    accepts_nonfinite: ClassVar[bool] = False
     summary: ClassVar[str] = "group-wise integer quantization, 2-8 bits, fp16 scales (GGUF Q4_0/Q4_1/Q8_0 layouts)"
     examples: ClassVar[tuple[str, ...]] = (
         "quant(bits=4, group=128)",
@@ -71,13 +72,13 @@ class GroupQuant(Codec):
             raise InputError(f"quant: axis {axis} is out of range for a {x.ndim}-d array of shape {x.shape}")
         axis %= x.ndim
         moved = np.moveaxis(x, axis, -1)
-        return moved.reshape(-1, moved.shape[-1]) if moved.size else moved.reshape(-1, x.shape[axis]), axis
+        return moved.reshape(math.prod(moved.shape[:-1]), moved.shape[-1]), axis
 
     def _group(self, n: int) -> int:
         return max(1, n if self.group == 0 else min(self.group, n)) if n else max(self.group, 1)
 
     def _compute_dtype(self, dtype: np.dtype[Any]) -> type[np.floating[Any]]:
-        return np.float64 if dtype.itemsize > 4 or dtype.kind in "iu" and dtype.itemsize >= 4 else np.float32
+        return np.float64 if dtype.itemsize > 4 or (dtype.kind in "iu" and dtype.itemsize >= 4) else np.float32
 
     def _parameters(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Stored (scale, offset) per group, (rows, groups), in the scale dtype; offset = min or -2**(b-1)·scale."""
@@ -111,8 +112,8 @@ class GroupQuant(Codec):
 
     # --- codec ----------------------------------------------------------------------------------------
     def encode_array(self, x: np.ndarray, *, calib: Any = None) -> Encoded:
-        if not (is_float(x.dtype) or x.dtype.kind in "iu"):
-            raise InputError(f"quant works on float or integer data, got {x.dtype}")
+        if not (is_float(x.dtype) or x.dtype.kind in "biu"):
+            raise InputError(f"quant works on float, integer or bool data, got {x.dtype}")
         cdt = self._compute_dtype(x.dtype)
         rows, _ = self._rows(np.asarray(x, dtype=cdt))
         if rows.size and not np.all(np.isfinite(rows)):
@@ -163,7 +164,7 @@ class GroupQuant(Codec):
         out = flat.reshape(moved)
         if shape:
             out = np.moveaxis(out, -1, self.axis % len(shape))
-        return np.ascontiguousarray(restore_dtype(out.reshape(shape) if not shape else out, dtype))
+        return contiguous(restore_dtype(out.reshape(shape), dtype))
 
     def _moved_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         if not shape:
@@ -191,7 +192,7 @@ class GroupQuant(Codec):
         mag = np.abs(np.asarray(x, dtype=np.float64)) + tol
         # fp32 arithmetic in the kernel, then rounding into the output dtype
         tol = tol + mag * 2.0**-22
-        if x.dtype.kind in "iu":
+        if x.dtype.kind in "biu":
             return tol + 0.5
         if x.dtype.itemsize < 4:
             return tol + mag * _unit_roundoff(x.dtype)
