@@ -27,7 +27,7 @@ from typing import Any
 import google_crc32c
 import numpy as np
 
-from .dtypes import dtype_from_str, dtype_to_str
+from .dtypes import contiguous, dtype_from_str, dtype_to_str
 from .encoded import Encoded, max_decode_bytes
 from .errors import BlobError, TensorpressError
 
@@ -55,7 +55,7 @@ def _buffer(part: Any) -> tuple[str, Any, dict[str, Any]]:
     if isinstance(part, np.ndarray):
         if part.dtype.byteorder == ">":
             raise TypeError("array parts must be little-endian")
-        arr = np.ascontiguousarray(part)
+        arr = contiguous(part)
         return "array", arr.reshape(-1).view(np.uint8), {
             "dtype": dtype_to_str(arr.dtype),
             "shape": list(arr.shape),
