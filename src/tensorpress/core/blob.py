@@ -19,6 +19,7 @@ Every declared size is checked against the buffer before anything is allocated.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import struct
@@ -142,11 +143,16 @@ def loads(data: bytes | bytearray | memoryview, *, verify: bool = True, _depth: 
     if _crc(text) != hcrc:
         raise BlobError("blob header is corrupt: checksum mismatch")
     try:
-        header = json.loads(bytes(text))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        # ValueError also covers integers longer than Python's digit limit; NaN/Infinity are not JSON.
+        header = json.loads(bytes(text), parse_constant=_reject_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as exc:
         raise BlobError(f"blob header is not valid JSON: {exc}") from None
     if not isinstance(header, dict):
         raise BlobError("blob header is not a JSON object")
+    from .codec import MAX_NESTING, nesting_depth
+
+    if nesting_depth(header, MAX_NESTING) > MAX_NESTING:
+        raise BlobError(f"blob header nests deeper than {MAX_NESTING} levels")
     total = _get(header, "size", int)
     if total > view.nbytes:
         raise BlobError(f"blob is truncated: header declares {total} bytes, got {view.nbytes}")
@@ -190,7 +196,7 @@ def loads(data: bytes | bytearray | memoryview, *, verify: bool = True, _depth: 
         else:
             raise BlobError(f"blob part {name!r} has unknown kind {kind!r}")
     spans.sort()
-    for (_, end, a), (start, _, b) in zip(spans, spans[1:], strict=False):
+    for (_, end, a), (start, _, b) in itertools.pairwise(spans):
         if start < end:
             raise BlobError(f"blob parts {a!r} and {b!r} overlap")
     from .codec import build
@@ -202,6 +208,17 @@ def loads(data: bytes | bytearray | memoryview, *, verify: bool = True, _depth: 
     except (TypeError, ValueError) as exc:
         raise BlobError(f"blob names a bad codec configuration: {exc}") from None
     return Encoded(codec, shape, dtype, parts, meta)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text:.40} overflows a float")
+    return value
 
 
 def _get(obj: dict[str, Any], key: str, kind: Any) -> Any:

@@ -198,17 +198,16 @@ class Chain(Codec):
         for t in transforms:
             y, meta = t.forward(y)
             metas.append(meta)
-        body: Encoded | bytes = (encoder or _raw_codec()).encode(y, calib=calib)
+        inner = (encoder or _raw_codec()).encode(y, calib=calib)
         meta_out: dict[str, Any] = {"stages": metas}
-        if compressors:
-            blob = body.to_bytes()
-            meta_out["sizes"] = [len(blob)]
-            data: bytes = blob
-            for c in compressors:
-                data = c.compress(memoryview(data))
-                meta_out["sizes"].append(len(data))
-            body = data
-        return Encoded(self, tuple(arr.shape), arr.dtype, {"body": body}, meta_out)
+        if not compressors:
+            return Encoded(self, tuple(arr.shape), arr.dtype, {"body": inner}, meta_out)
+        data = inner.to_bytes()
+        meta_out["sizes"] = [len(data)]
+        for c in compressors:
+            data = c.compress(memoryview(data))
+            meta_out["sizes"].append(len(data))
+        return Encoded(self, tuple(arr.shape), arr.dtype, {"body": data}, meta_out)
 
     def decode(self, enc: Encoded) -> np.ndarray:
         from .encoded import Encoded
@@ -291,6 +290,8 @@ def build(spec: Any) -> Codec:
         calls = spec_syntax.parse(spec)
         codecs = [_from_call(c) for c in calls]
         return codecs[0] if len(codecs) == 1 else Chain(tuple(codecs))
+    if isinstance(spec, (Mapping, list, tuple)) and nesting_depth(spec, MAX_NESTING) > MAX_NESTING:
+        raise SpecError(f"configuration nests deeper than {MAX_NESTING} levels")
     if isinstance(spec, Mapping):
         return _from_mapping(spec)
     if isinstance(spec, Sequence) and not isinstance(spec, (bytes, bytearray)):
@@ -301,6 +302,25 @@ def build(spec: Any) -> Codec:
     raise SpecError(f"expected a spec string, JSON configuration or codec, got {type(spec).__name__}")
 
 
+#: deepest nesting of lists/objects accepted in a JSON configuration or blob header
+MAX_NESTING = 32
+
+
+def nesting_depth(value: Any, limit: int) -> int:
+    """Levels of nested lists/tuples/mappings in ``value`` (0 for a scalar), counted without recursion.
+
+    Counting stops once it passes ``limit``, so hostile input costs at most ``limit`` passes over it.
+    """
+    depth, level = 0, [value]
+    while depth <= limit:
+        level = [v for v in level if isinstance(v, (Mapping, list, tuple))]
+        if not level:
+            break
+        depth += 1
+        level = [item for v in level for item in (v.values() if isinstance(v, Mapping) else v)]
+    return depth
+
+
 def config_of(codec: Codec) -> dict[str, Any] | list[dict[str, Any]]:
     """JSON configuration of a codec or chain (a chain is a list)."""
     return codec.chain_config() if isinstance(codec, Chain) else codec.to_config()
@@ -308,7 +328,7 @@ def config_of(codec: Codec) -> dict[str, Any] | list[dict[str, Any]]:
 
 def _from_call(call: spec_syntax.Call) -> Codec:
     cls = CODECS.get(call.name)
-    kwargs = dict(call.kwargs)
+    kwargs = {k: _spec_value(v) for k, v in call.kwargs.items()}
     if call.args:
         if cls.positional is None or len(call.args) > 1:
             raise SpecError(
@@ -316,8 +336,19 @@ def _from_call(call: spec_syntax.Call) -> Codec:
             )
         if cls.positional in kwargs:
             raise SpecError(f"{call.name}: {cls.positional!r} given both positionally and by name")
-        kwargs[cls.positional] = call.args[0]
+        kwargs[cls.positional] = _spec_value(call.args[0])
     return _instantiate(cls, kwargs)
+
+
+def _spec_value(value: Any) -> Any:
+    """A parsed parameter value as a configuration value: a nested spec becomes a codec or chain."""
+    if isinstance(value, spec_syntax.Call):
+        return _from_call(value)
+    if isinstance(value, list):  # the parser gives a chain written as a value as a list of calls
+        return Chain(tuple(_from_call(c) for c in value))
+    if isinstance(value, tuple):
+        return tuple(_spec_value(v) for v in value)
+    return value
 
 
 def _from_mapping(cfg: Mapping[str, Any]) -> Codec:
@@ -360,9 +391,13 @@ def _from_json(value: Any) -> Any:
     return value
 
 
-@functools.cache
+_FIELD_TYPES: dict[type[Codec], dict[str, Any]] = {}
+
+
 def _field_types(cls: type[Codec]) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    if cls not in _FIELD_TYPES:
+        _FIELD_TYPES[cls] = typing.get_type_hints(cls)
+    return _FIELD_TYPES[cls]
 
 
 def _coerce(codec_id: str, name: str, value: Any, hint: Any) -> Any:

@@ -6,6 +6,7 @@ written by name. Every other dtype is written as NumPy's ``dtype.str`` (byte ord
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import ml_dtypes
@@ -16,6 +17,7 @@ from .errors import BlobError, InputError
 ML_DTYPE_NAMES = ("bfloat16", "float8_e4m3fn", "float8_e5m2")
 _ML_DTYPES = {name: np.dtype(getattr(ml_dtypes, name)) for name in ML_DTYPE_NAMES}
 _ALLOWED_KINDS = "biuf"
+_DTYPE_STR = re.compile(r"[<>|][biuf][0-9]{1,2}\Z")
 
 
 def dtype_to_str(dtype: np.dtype[Any]) -> str:
@@ -31,7 +33,10 @@ def dtype_to_str(dtype: np.dtype[Any]) -> str:
 def dtype_from_str(name: str) -> np.dtype[Any]:
     """Inverse of :func:`dtype_to_str`; raises :class:`BlobError` on anything else."""
     if name in _ML_DTYPES:
-        return _ML_DTYPES[name]
+        return _ML_DTYPES[name]  # type: ignore[no-any-return]  # ml_dtypes is untyped
+    # Only '<f4'-style names reach NumPy: it warns about (or misreads) many other strings.
+    if not isinstance(name, str) or not _DTYPE_STR.match(name):
+        raise BlobError(f"unsupported dtype {name!r:.40} in header: expected a bool, integer or float type")
     try:
         dtype = np.dtype(name)
     except TypeError as exc:
@@ -67,7 +72,7 @@ def as_array(x: Any) -> np.ndarray:
     return arr
 
 
-def _torch_to_numpy(t: Any) -> np.ndarray:
+def _torch_to_numpy(t: Any) -> Any:
     import torch
 
     if not isinstance(t, torch.Tensor):
@@ -98,4 +103,5 @@ def contiguous(arr: np.ndarray) -> np.ndarray:
 
 def byte_view(arr: np.ndarray) -> memoryview:
     """The bytes of a C-contiguous array as a flat memoryview (works for bfloat16 too)."""
-    return memoryview(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
+    flat: Any = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+    return memoryview(flat)

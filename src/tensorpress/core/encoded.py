@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from .codec import Codec
 
 Part = "np.ndarray | bytes | Encoded"
+MAX_DECODE_DEPTH = 32
+_DECODE_DEPTH: ContextVar[int] = ContextVar("tensorpress_decode_depth", default=0)
 
 
 def max_decode_bytes() -> int:
@@ -46,7 +49,22 @@ class Encoded:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
     def decode(self) -> np.ndarray:
-        return self.codec.decode(self)
+        """The original array: ``shape`` and ``dtype`` as recorded; a bad blob raises ``BlobError``."""
+        # Chains hold nested blobs inside compressed bytes, which the parser's depth limit cannot see.
+        depth = _DECODE_DEPTH.get()
+        if depth >= MAX_DECODE_DEPTH:
+            raise BlobError(f"encoded data nests deeper than {MAX_DECODE_DEPTH} levels")
+        token = _DECODE_DEPTH.set(depth + 1)
+        try:
+            out = self.codec.decode(self)
+        finally:
+            _DECODE_DEPTH.reset(token)
+        if out.shape != self.shape or out.dtype != self.dtype:
+            raise BlobError(
+                f"{self.codec.codec_id} data decoded to shape {out.shape} {out.dtype}, but its header "
+                f"records {self.shape} {self.dtype}: the blob is inconsistent"
+            )
+        return out
 
     def to_bytes(self) -> bytes:
         from .blob import dumps

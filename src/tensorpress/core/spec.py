@@ -23,7 +23,7 @@ from .errors import SpecError
 
 _TOKEN = re.compile(
     r"""\s*(?:
-        (?P<number>[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?(?![A-Za-z_]))
+        (?P<number>[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?(?![A-Za-z_])|[-+]inf(?![A-Za-z0-9_.\-]))
       | (?P<string>"[^"\\]*"|'[^'\\]*')
       | (?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)
       | (?P<punct>[(),=|])
@@ -31,6 +31,7 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 _BARE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
+MAX_DEPTH = 32  # nested values (tuples, specs) deeper than this are refused, not recursed into
 _KEYWORDS = {"true": True, "false": False, "none": None, "inf": math.inf, "nan": math.nan}
 
 
@@ -67,6 +68,7 @@ class _Parser:
             self.tokens.append((kind, m.group(kind), m.start(kind)))
             pos = m.end()
         self.i = 0
+        self.depth = 0
 
     def _error(self, pos: int, what: str) -> SpecError:
         return SpecError(f"bad spec {self.text!r}: {what} at position {pos} ({self.text[pos:pos + 12]!r})")
@@ -128,10 +130,19 @@ class _Parser:
         tok = self.peek()
         if tok is None:
             raise SpecError(f"bad spec {self.text!r}: it ends where a value was expected")
+        if self.depth >= MAX_DEPTH:
+            raise self._error(tok[2], f"values nest deeper than {MAX_DEPTH} levels")
+        self.depth += 1
+        try:
+            return self._value(tok)
+        finally:
+            self.depth -= 1
+
+    def _value(self, tok: tuple[str, str, int]) -> Any:
         kind, text, pos = tok
         if kind == "number":
             self.i += 1
-            return float(text) if any(c in text for c in ".eE") else int(text)
+            return float(text) if any(c in text for c in ".eEn") else int(text)  # n: signed inf
         if kind == "string":
             self.i += 1
             return text[1:-1]
@@ -172,7 +183,9 @@ def format_value(value: Any) -> str:
             return "inf" if value > 0 else "-inf"
         return repr(value)
     if isinstance(value, str):
-        return value if _BARE_WORD.match(value) and value.lower() not in _KEYWORDS else f'"{value}"'
+        if _BARE_WORD.match(value) and value.lower() not in _KEYWORDS:
+            return value
+        return f"'{value}'" if '"' in value else f'"{value}"'
     if isinstance(value, tuple):
         inner = ", ".join(format_value(v) for v in value)
         return f"({inner},)" if len(value) == 1 else f"({inner})"
