@@ -64,7 +64,7 @@ def save(path: Any, tensors: Any, *, spec: Any = "raw", policy: Any = None, **kw
     _save(path, tensors, spec=spec, policy=policy, **kwargs)
 
 
-def open(path: Any) -> Container:  # noqa: A001 - the public name the contracts give
+def open(path: Any) -> Container:
     """Open a container lazily: ``open(p)[name]`` reads and decodes chunk by chunk."""
     from .store.container import Container
 

@@ -31,9 +31,13 @@ _Z99 = 2.5758293035489004  # two-sided 99% normal quantile
 _MAX_PAIRS = 1 << 22
 
 
+def _finfo(dtype: np.dtype[Any]) -> Any:
+    return ml_dtypes.finfo(dtype)
+
+
 def _layout(dtype: np.dtype[Any]) -> tuple[int, int]:
     """(mantissa bits, exponent bits) of a float dtype."""
-    info = ml_dtypes.finfo(dtype)
+    info = _finfo(dtype)
     return int(info.nmant), int(info.nexp)
 
 
@@ -87,10 +91,10 @@ class BitRound(Codec):
         if keep >= mant:
             return 0.0
         a = np.abs(x.astype(np.float64))
-        tiny = float(ml_dtypes.finfo(x.dtype).smallest_normal)
+        tiny = float(_finfo(x.dtype).smallest_normal)
         tol = np.maximum(a, tiny) * 2.0 ** -(keep + 1)
         # values truncated because rounding up would overflow
-        big = a > float(ml_dtypes.finfo(x.dtype).max) * (1 - 2.0 ** -(keep + 1))
+        big = a > float(_finfo(x.dtype).max) * (1 - 2.0 ** -(keep + 1))
         return np.where(big, a * 2.0**-keep, tol)
 
 

@@ -30,7 +30,7 @@ from ..core.errors import BlobError, ConfigError, InputError
 from ..kernels import get_kernel
 from ..kernels.reference.quant import packed_nbytes
 
-_SCALE_DTYPES = {"float16": np.float16, "float32": np.float32}
+_SCALE_DTYPES: dict[str, type[np.floating[Any]]] = {"float16": np.float16, "float32": np.float32}
 
 
 @register
@@ -121,8 +121,8 @@ class GroupQuant(Codec):
         if rows.size == 0:
             g = self._group(rows.shape[1])
             empty = np.zeros((rows.shape[0], -(-rows.shape[1] // g)), _SCALE_DTYPES[self.scale_dtype])
-            parts = {"codes": np.zeros(0, np.uint8), "scales": empty}
-            return self._make(x, parts if self.symmetric else {**parts, "mins": empty.copy()}, {})
+            none: dict[str, Any] = {"codes": np.zeros(0, np.uint8), "scales": empty}
+            return self._make(x, none if self.symmetric else {**none, "mins": empty.copy()}, {})
         scale, offset = self._parameters(rows)
         n = rows.shape[1]
         col = np.arange(n) // self._group(n)

@@ -12,7 +12,7 @@ from ..dispatch import kernel
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _dequant(packed, scales, offsets, bits, n, group, out):  # type: ignore[no-untyped-def]
+def _dequant(packed, scales, offsets, bits, n, group, out):  # numba infers the types
     rows = out.shape[0]
     mask = (1 << bits) - 1
     for r in numba.prange(rows):
