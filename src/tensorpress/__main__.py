@@ -1,0 +1,8 @@
+"""``python -m tensorpress``: the same command as ``tensorpress``."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
