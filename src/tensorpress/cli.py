@@ -14,8 +14,10 @@ with status 1; usage errors exit with 2. Nothing is written when a command fails
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
+import os
 import sys
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -61,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     try:
         status: int = args.run(args)
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        _silence_stdout()
+        return 1
     except (TensorpressError, OSError, ValueError, zipfile.BadZipFile) as exc:
         print(f"tensorpress: error: {_message(exc)}", file=sys.stderr)
         return 1
@@ -229,6 +234,15 @@ def _message(exc: BaseException) -> str:
     else:
         text = str(exc) or type(exc).__name__
     return " ".join(text.split())  # one line
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
 
 
 def _default_spec(cls: type[Codec]) -> str:
