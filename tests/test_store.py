@@ -409,3 +409,16 @@ def test_plain_zarr_group_opens_as_container(tmp_path: Path, faces: np.ndarray) 
         with pytest.raises(ContainerError, match="tensorpress codec"):
             c.encoded("x/faces")
     assert os.path.isdir(tmp_path / "g.zarr")
+
+
+def test_read_decodes_whole_tensors_both_ways(tmp_path: Path, camera: np.ndarray) -> None:
+    x = camera.astype(np.float32) / 255
+    path = tmp_path / "r.zarr"
+    save(path, {"one": x}, spec="quant(bits=8, group=64)", progress=False)
+    save(tmp_path / "m.zarr", {"many": x}, spec="quant(bits=8, group=64)", chunks=(128, None), progress=False)
+    with Container(path) as c, Container(tmp_path / "m.zarr") as m:
+        one, many = c.read("one"), m.read("many")
+        np.testing.assert_array_equal(one, c["one"][...])
+        np.testing.assert_array_equal(many, m["many"][...])
+        assert m["many"].chunks == (128, 512)
+        assert np.abs(one - x).max() <= 0.5 / 255 * 1.01

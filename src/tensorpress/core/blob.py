@@ -109,20 +109,20 @@ def serialized_size(enc: Encoded) -> int:
 
 
 def dumps(enc: Encoded) -> bytes:
-    text, buffers, offsets, total = _plan(enc)
-    out = bytearray(total)
-    _PREFIX.pack_into(out, 0, MAGIC, *VERSION, 0, len(text), _crc(text))
-    out[_PREFIX.size : _PREFIX.size + len(text)] = text
+    text, buffers, offsets, _ = _plan(enc)
+    pieces: list[Any] = [_PREFIX.pack(MAGIC, *VERSION, 0, len(text), _crc(text)), text]
+    pos = _PREFIX.size + len(text)
     for buf, off in zip(buffers, offsets, strict=True):
         mv = memoryview(buf).cast("B")
-        out[off : off + mv.nbytes] = mv
-    return bytes(out)
+        pieces += [bytes(off - pos), mv]
+        pos = off + mv.nbytes
+    return b"".join(pieces)  # one copy of the payload
 
 
 def loads(data: bytes | bytearray | memoryview, *, verify: bool = True, _depth: int = 0) -> Encoded:
     """Parse a blob; raises :class:`BlobError` saying what is wrong with a bad one."""
     try:
-        view = memoryview(data).cast("B")
+        view = memoryview(data).cast("B").toreadonly()
     except TypeError as exc:
         raise BlobError(f"expected bytes-like blob, got {type(data).__name__}") from exc
     if _depth > MAX_DEPTH:

@@ -6,7 +6,7 @@ when the package holding the data is missing; tests turn that into a skip on a l
 
 from __future__ import annotations
 
-from .sources import SOURCES, DataUnavailable, Source
 from .skimage_samples import disparity, face_stack, photo, photo_names
+from .sources import SOURCES, DataUnavailable, Source
 
 __all__ = ["SOURCES", "DataUnavailable", "Source", "disparity", "face_stack", "photo", "photo_names"]

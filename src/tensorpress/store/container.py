@@ -391,6 +391,14 @@ class Container(Mapping[str, Any]):
             return codec.spec.encode(np.full(arr.shape, arr.fill_value).astype(arr.dtype).view(dtype))
         return Encoded.from_bytes(buf.to_bytes())
 
+    def read(self, name: str) -> np.ndarray:
+        """The whole tensor, decoded. A single-chunk tensor is decoded straight from its blob, which saves the
+        copy zarr makes from the decoded chunk into its output array; several chunks go through zarr."""
+        arr = self._array(name)
+        if _tensorpress_codec(arr) is not None and tuple(arr.chunks) == _whole(arr.shape):
+            return self.encoded(name).decode()
+        return np.asarray(self[name][...])
+
     def info(self) -> list[dict[str, Any]]:
         """One row per tensor: name, shape, dtype, spec, stored_bytes (sum of its chunks), original_bytes,
         ratio and bits_per_element."""

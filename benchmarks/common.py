@@ -1,0 +1,98 @@
+"""Shared benchmark plumbing: machine description, timing, real-data buffers, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import numba
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem, 1),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "numba_threads": numba.get_num_threads(),
+    }
+
+
+def best_time(fn: Callable[[], Any], repeat: int = 7, warmup: int = 1) -> float:
+    """Median wall time of ``fn`` in seconds, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def real_stack(min_bytes: int, width: int = 4096) -> np.ndarray:
+    """A float32 (rows, width) matrix of at least ``min_bytes`` made by stacking real arrays.
+
+    Every bundled scikit-image photo (scaled to [0, 1]), the face stack and the finite part of the disparity
+    map, flattened and concatenated, repeated with a different phase each pass, so the buffer is far bigger
+    than any cache and every row is real data.
+    """
+    from tensorpress import datasets
+
+    pieces = [datasets.photo(n).astype(np.float32).ravel() / 255 for n in datasets.photo_names()]
+    pieces.append(datasets.face_stack().astype(np.float32).ravel())
+    disp = datasets.disparity()
+    pieces.append(disp[np.isfinite(disp)].astype(np.float32) / 100)
+    base = np.concatenate(pieces)
+    need = -(-min_bytes // 4)
+    reps = []
+    total = 0
+    k = 0
+    while total < need:
+        reps.append(np.roll(base, k * 7919))
+        total += base.size
+        k += 1
+    flat = np.concatenate(reps)
+    rows = -(-need // width)
+    return np.ascontiguousarray(flat[: rows * width].reshape(rows, width))
+
+
+def write_results(name: str, rows: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    doc = {"benchmark": name, "machine": machine(), "rows": rows, **(extra or {})}
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return path
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    def fmt(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))

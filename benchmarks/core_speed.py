@@ -1,0 +1,148 @@
+"""Foundation speed: quant decode vs memory bandwidth, blob/container overhead, zstd/blosc vs the libraries.
+
+    python benchmarks/core_speed.py [--mb 64]
+
+Prints ours next to the reference (np.copyto, the bare codec, the library called directly) on the same
+real-data buffer in the same run, and writes benchmarks/results/core_speed.json. Numbers are ratios to
+read, not assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import blosc2
+import numpy as np
+import zstandard
+
+import tensorpress as tp
+from tensorpress.core import metrics
+from tensorpress.core.encoded import Encoded
+from tensorpress.kernels import get_kernel
+
+try:
+    from benchmarks.common import best_time, print_table, real_stack, write_results
+except ImportError:  # run as a script from the benchmarks folder
+    from common import best_time, print_table, real_stack, write_results  # type: ignore[no-redef]
+
+GB = 1e9
+
+
+def bandwidth(x: np.ndarray) -> dict[str, Any]:
+    dst = np.empty_like(x)
+    t_pre = best_time(lambda: np.copyto(dst, x))
+    t_new = best_time(lambda: np.copyto(np.empty_like(x), x))
+    return {"method": "np.copyto (preallocated)", "side": "reference", "seconds": t_pre,
+            "gb_per_s": x.nbytes / t_pre / GB, "note": f"into a fresh array: {x.nbytes / t_new / GB:.2f} GB/s"}
+
+
+QUANT_SPECS = ("quant(bits=4, group=128)", "quant(bits=8, group=128)", "quant(bits=3, group=64)",
+               "quant(bits=4, group=32, symmetric=true)")
+
+
+def quant_rows(x: np.ndarray, copy_gbps: float, workdir: Path) -> list[dict[str, Any]]:
+    return [row for spec in QUANT_SPECS for row in quant_case(spec, x, copy_gbps, workdir)]
+
+
+def quant_case(spec: str, x: np.ndarray, copy_gbps: float, workdir: Path) -> list[dict[str, Any]]:
+    rows = []
+    codec = tp.spec(spec)
+    enc = codec.encode(x)
+    blob = enc.to_bytes()
+    y = codec.decode(enc)
+    quality = {"max_abs_error": metrics.max_abs_error(x, y), "rmse": metrics.rmse(x, y),
+                "bits_per_element": enc.bits_per_element}
+    scales = enc.parts["scales"].astype(np.float32)
+    offsets = (enc.parts["mins"].astype(np.float32) if "mins" in enc.parts
+               else np.float32(-(1 << (codec.bits - 1))) * scales)
+    g = codec.group
+    kernel = get_kernel("quant", "decode", "numba")
+    t_kernel = best_time(lambda: kernel(enc.parts["codes"], scales, offsets, codec.bits, x.shape[1], g))
+    t_codec = best_time(lambda: codec.decode(enc))
+    t_blob = best_time(lambda: Encoded.from_bytes(blob).decode())
+    path = workdir / f"q{codec.bits}_{g}.zarr"
+    tp.save(path, {"w": enc}, progress=False)
+    container = tp.open(path)
+    t_container = best_time(lambda: container.read("w"))
+    t_zarr = best_time(lambda: container["w"][...])
+    out_bytes = x.nbytes
+    for what, t in (("numba kernel", t_kernel), ("codec.decode", t_codec), ("blob → decode", t_blob),
+                    ("container read", t_container), ("zarr array [...]", t_zarr)):
+        rows.append({"method": f"{spec} {what}", "side": "ours", "seconds": t, "gb_per_s": out_bytes / t / GB,
+                     "vs_copyto": out_bytes / t / GB / copy_gbps,
+                     "overhead_vs_codec": t / t_codec - 1, **quality})
+    return rows
+
+
+def lossless_rows(x: np.ndarray) -> list[dict[str, Any]]:
+    raw = x.tobytes()
+    cases = [
+        ("zstd(level=3)",
+         lambda: zstandard.ZstdCompressor(level=3).compress(raw),
+         lambda c: np.frombuffer(zstandard.ZstdDecompressor().decompress(c), np.float32)),
+        ("blosc(cname=zstd, clevel=5, shuffle=byte)",
+         lambda: blosc2.compress2(raw, codec=blosc2.Codec.ZSTD, clevel=5, filters=[blosc2.Filter.SHUFFLE],
+                                  typesize=4),
+         lambda c: np.frombuffer(blosc2.decompress2(c), np.float32)),
+        ("blosc(cname=lz4, clevel=5, shuffle=byte)",
+         lambda: blosc2.compress2(raw, codec=blosc2.Codec.LZ4, clevel=5, filters=[blosc2.Filter.SHUFFLE],
+                                  typesize=4),
+         lambda c: np.frombuffer(blosc2.decompress2(c), np.float32)),
+    ]
+    return [row for case in cases for row in lossless_case(x, *case)]
+
+
+def lossless_case(x: np.ndarray, spec: str, lib_encode: Any, lib_decode: Any) -> list[dict[str, Any]]:
+    rows = []
+    codec = tp.spec(spec)
+    lib_blob = lib_encode()
+    ours_blob = codec.encode(x).to_bytes()
+    assert np.array_equal(tp.decode(ours_blob), x) and np.array_equal(lib_decode(lib_blob), x.ravel())
+    t_enc_lib = best_time(lib_encode, repeat=3)
+    t_enc_ours = best_time(lambda: codec.encode(x).to_bytes(), repeat=3)
+    t_dec_lib = best_time(lambda: lib_decode(lib_blob), repeat=5)
+    t_dec_ours = best_time(lambda: tp.decode(ours_blob), repeat=5)
+    for side, blob_len, te, td in (("library", len(lib_blob), t_enc_lib, t_dec_lib),
+                                   ("ours", len(ours_blob), t_enc_ours, t_dec_ours)):
+        rows.append({"method": spec, "side": side, "ratio": x.nbytes / blob_len,
+                     "bits_per_element": 8 * blob_len / x.size,
+                     "encode_gb_per_s": x.nbytes / te / GB, "decode_gb_per_s": x.nbytes / td / GB,
+                     "encode_time_vs_library": te / t_enc_lib, "decode_time_vs_library": td / t_dec_lib})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=int, default=64, help="buffer size in MB (>= 64 keeps caches honest)")
+    args = parser.parse_args()
+    x = real_stack(args.mb << 20)
+    print(f"buffer: {x.shape} float32, {x.nbytes / 2**20:.0f} MiB of stacked real images and measurements")
+    bw = bandwidth(x)
+    print(f"np.copyto: {bw['gb_per_s']:.2f} GB/s ({bw['note']})")
+    with tempfile.TemporaryDirectory() as tmp:
+        qrows = quant_rows(x, bw["gb_per_s"], Path(tmp))
+    print_table(qrows, ["method", "gb_per_s", "vs_copyto", "overhead_vs_codec", "bits_per_element", "max_abs_error"])
+    lrows = lossless_rows(x)
+    print_table(lrows, ["method", "side", "ratio", "encode_gb_per_s", "decode_gb_per_s", "encode_time_vs_library",
+                        "decode_time_vs_library"])
+    kernel_vs_copy = [r["vs_copyto"] for r in qrows if r["method"].endswith("numba kernel")]
+    container_overhead = [r["overhead_vs_codec"] for r in qrows if r["method"].endswith("container read")]
+    ours = [r for r in lrows if r["side"] == "ours"]
+    summary = {
+        "quant_numba_decode_vs_copyto_min": min(kernel_vs_copy),
+        "container_overhead_vs_codec_max": max(container_overhead),
+        "lossless_encode_time_vs_library_max": max(r["encode_time_vs_library"] for r in ours),
+        "lossless_decode_time_vs_library_max": max(r["decode_time_vs_library"] for r in ours),
+        "buffer_mib": x.nbytes / 2**20,
+    }
+    print({k: round(v, 4) if isinstance(v, float) and math.isfinite(v) else v for k, v in summary.items()})
+    path = write_results("core_speed", [bw, *qrows, *lrows], {"summary": summary})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
