@@ -1,6 +1,8 @@
 """Numba CPU kernels for ``quant``: bit-stream unpacking fused with dequantization, parallel over rows.
 
-The layout is the one documented in :mod:`tensorpress.kernels.reference.quant`.
+The layout is the one documented in :mod:`tensorpress.kernels.reference.quant`. For 2–4 bits each group's
+``2**bits`` possible values are tabulated first, so the inner loop is a byte load and table lookups; the
+arithmetic per value is the reference's ``float32(code) * scale + offset``, so results match it exactly.
 """
 
 from __future__ import annotations
@@ -11,40 +13,56 @@ import numpy as np
 from ..dispatch import kernel
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _group_span(packed, lut, scale, offset, bits, pos, out_row, j, end):  # numba infers the types
+    """Decode codes j..end of one row starting at bit ``pos``; returns the bit position after them."""
+    count = end - j
+    if bits == 8:
+        base = pos >> 3
+        for k in range(count):
+            out_row[j + k] = np.float32(packed[base + k]) * scale + offset
+        return pos + 8 * count
+    levels = 1 << bits
+    for v in range(levels):
+        lut[v] = np.float32(v) * scale + offset
+    if bits == 4 and (pos & 7) == 0 and (count & 1) == 0:
+        base = pos >> 3
+        for k in range(count >> 1):
+            byte = packed[base + k]
+            out_row[j + 2 * k] = lut[byte & 15]
+            out_row[j + 2 * k + 1] = lut[byte >> 4]
+        return pos + 4 * count
+    if bits == 2 and (pos & 7) == 0 and (count & 3) == 0:
+        base = pos >> 3
+        for k in range(count >> 2):
+            byte = packed[base + k]
+            out_row[j + 4 * k] = lut[byte & 3]
+            out_row[j + 4 * k + 1] = lut[(byte >> 2) & 3]
+            out_row[j + 4 * k + 2] = lut[(byte >> 4) & 3]
+            out_row[j + 4 * k + 3] = lut[byte >> 6]
+        return pos + 2 * count
+    mask = levels - 1
+    for k in range(j, end):
+        byte = pos >> 3
+        shift = pos & 7
+        v = np.uint32(packed[byte]) >> shift
+        if shift + bits > 8:
+            v |= np.uint32(packed[byte + 1]) << (8 - shift)
+        out_row[k] = lut[v & mask] if bits < 8 else np.float32(v & mask) * scale + offset
+        pos += bits
+    return pos
+
+
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _dequant(packed, scales, offsets, bits, n, group, out):  # numba infers the types
     rows = out.shape[0]
-    mask = (1 << bits) - 1
     for r in numba.prange(rows):
+        lut = np.empty(256, np.float32)
+        out_row = out[r]
         pos = r * n * bits
-        j = 0
         g = 0
-        while j < n:
-            s = scales[r, g]
-            o = offsets[r, g]
-            end = min(j + group, n)
-            if bits == 8:
-                base = pos >> 3
-                for k in range(j, end):
-                    out[r, k] = np.float32(packed[base + k - j]) * s + o
-                pos += (end - j) * 8
-            elif bits == 4 and (pos & 7) == 0 and ((end - j) & 1) == 0:
-                base = pos >> 3
-                for k in range(j, end, 2):
-                    byte = packed[base + ((k - j) >> 1)]
-                    out[r, k] = np.float32(byte & 15) * s + o
-                    out[r, k + 1] = np.float32(byte >> 4) * s + o
-                pos += (end - j) * 4
-            else:
-                for k in range(j, end):
-                    byte = pos >> 3
-                    shift = pos & 7
-                    v = np.uint32(packed[byte]) >> shift
-                    if shift + bits > 8:
-                        v |= np.uint32(packed[byte + 1]) << (8 - shift)
-                    out[r, k] = np.float32(v & mask) * s + o
-                    pos += bits
-            j = end
+        for j in range(0, n, group):
+            pos = _group_span(packed, lut, scales[r, g], offsets[r, g], bits, pos, out_row, j, min(j + group, n))
             g += 1
 
 
