@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from ..core.errors import TensorpressError
 
@@ -18,6 +19,8 @@ class Source:
     how: str  #: how the files are found once installed
     licence: str
     contents: str
+    #: puts the data into the cache (``python -m tensorpress.datasets fetch NAME``); None: pip installs it
+    fetch: Callable[[], object] | None = field(default=None, compare=False, repr=False)
 
 
 SOURCES: dict[str, Source] = {}
