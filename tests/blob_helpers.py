@@ -11,6 +11,7 @@ import copy
 import json
 import signal
 import struct
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -100,8 +101,8 @@ def payload_spans(blob: bytes) -> list[tuple[str, int, int]]:
 
 @contextlib.contextmanager
 def time_limit(seconds: float) -> Iterator[None]:
-    """Fail instead of hanging: raise TimeoutError in the main thread after ``seconds`` (POSIX only)."""
-    if not hasattr(signal, "setitimer"):
+    """Fail instead of hanging: raise TimeoutError after ``seconds`` (POSIX main thread; elsewhere no limit)."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
         yield
         return
 
