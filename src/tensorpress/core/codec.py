@@ -273,7 +273,8 @@ def restore_dtype(y: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
         return y
     if dtype.kind in "iu" and y.dtype.kind == "f":
         info = np.iinfo(dtype)
-        y = np.clip(np.rint(y), info.min, info.max)
+        with np.errstate(invalid="ignore"):  # NaN can only come from data decoded without checksums
+            y = np.clip(np.rint(y), info.min, info.max).astype(dtype)
     elif dtype.kind == "b":
         y = np.rint(y) != 0 if y.dtype.kind == "f" else y != 0
     return y.astype(dtype)

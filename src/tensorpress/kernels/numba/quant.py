@@ -60,10 +60,9 @@ def _dequant(packed, scales, offsets, bits, n, group, out):  # numba infers the 
         lut = np.empty(256, np.float32)
         out_row = out[r]
         pos = r * n * bits
-        g = 0
-        for j in range(0, n, group):
+        for g in range(scales.shape[1]):
+            j = g * group
             pos = _group_span(packed, lut, scales[r, g], offsets[r, g], bits, pos, out_row, j, min(j + group, n))
-            g += 1
 
 
 @kernel("quant", "decode", "numba")
