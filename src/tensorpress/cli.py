@@ -44,9 +44,10 @@ from .report import Column, format_table, format_value
 
 T = TypeVar("T")
 
+# quant groups run along axis 1 (image rows), not along the 3 colour channels of an RGB photo
 DEMO_SPECS = (
-    "zstd", "blosc", "bitround(keep=7) | zstd", "bitround(info=0.99) | zstd", "quant(bits=8)",
-    "quant(bits=4)",
+    "zstd", "blosc", "bitround(keep=7) | zstd", "bitround(info=0.99) | zstd", "quant(bits=8, axis=1)",
+    "quant(bits=4, axis=1)",
 )
 TENSOR_COLUMNS: list[Column] = [
     "name", "shape", "dtype", "spec", ("stored_bytes", "stored B"), ("original_bytes", "original B"),
