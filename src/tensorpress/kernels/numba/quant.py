@@ -42,6 +42,16 @@ def _group_span(packed, lut, scale, offset, bits, pos, out_row, j, end):  # numb
             out_row[j + 4 * k + 3] = lut[byte >> 6]
         return pos + 2 * count
     mask = levels - 1
+    if (pos & 7) == 0 and (count & 7) == 0:
+        # 8 codes fill exactly `bits` bytes: gather them into one word, then shift codes out of it
+        base = pos >> 3
+        for c in range(count >> 3):
+            word = np.uint64(0)
+            for i in range(bits):
+                word |= np.uint64(packed[base + c * bits + i]) << np.uint64(8 * i)
+            for t in range(8):
+                out_row[j + 8 * c + t] = lut[(word >> np.uint64(bits * t)) & np.uint64(mask)]
+        return pos + bits * count
     for k in range(j, end):
         byte = pos >> 3
         shift = pos & 7
