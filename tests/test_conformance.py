@@ -8,6 +8,9 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import tensorpress as tp
 from tensorpress.core import CODECS
@@ -93,3 +96,30 @@ def test_torch_input_bfloat16() -> None:
         assert y.dtype == np.dtype(ml_dtypes.bfloat16) and y.shape == (10, 100)
     exact = tp.decode(tp.encode(t, "raw"))
     assert torch.equal(torch.from_numpy(exact.view(np.int16).copy()).view(torch.bfloat16), t)
+
+
+_DTYPES = [np.dtype(d) for d in ("<f2", "<f4", ">f4", "<f8", "<i1", "<u2", ">i4")] + [np.dtype(ml_dtypes.bfloat16)]
+
+
+@st.composite
+def _arrays(draw: st.DrawFn) -> np.ndarray:
+    dtype = draw(st.sampled_from(_DTYPES))
+    shape = draw(hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=9))
+    if dtype.kind == "f" or dtype == np.dtype(ml_dtypes.bfloat16):
+        values = st.floats(-1e4, 1e4, allow_nan=False, width=16 if dtype.itemsize == 2 else 32)
+        raw = draw(hnp.arrays(np.float32, shape, elements=values))
+        arr = raw.astype(dtype)
+    else:
+        info = np.iinfo(dtype)
+        arr = draw(hnp.arrays(dtype, shape, elements=st.integers(max(info.min, -30000), min(info.max, 30000))))
+    if arr.ndim >= 2 and draw(st.booleans()):
+        arr = arr[:, ::-1]  # a non-contiguous view
+    return arr
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(x=_arrays())
+def test_property_any_shape_and_dtype(spec: str, x: np.ndarray) -> None:
+    """Shapes and dtypes Hypothesis picks (0-d, empty, strided, both byte orders): the same checks."""
+    check_encode_decode(tp.spec(spec), x)

@@ -277,7 +277,7 @@ def restore_dtype(y: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
             y = np.clip(np.rint(y), info.min, info.max).astype(dtype)
     elif dtype.kind == "b":
         y = np.rint(y) != 0 if y.dtype.kind == "f" else y != 0
-    return y.astype(dtype)
+    return np.asarray(y).astype(dtype)  # NumPy turns 0-d results of ufuncs into scalars
 
 
 # --- spec strings and JSON --------------------------------------------------------------------------
