@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from importlib import metadata
@@ -31,6 +32,8 @@ class Registry(Generic[T]):
         self._plugins: dict[str, metadata.EntryPoint] = {}
         self._loaded = False
         self._loading = False
+        # zarr decodes chunks in worker threads: the first lookups may race, so discovery holds a lock
+        self._lock = threading.RLock()
         #: built-in modules skipped because an optional dependency is missing: module → reason
         self.unavailable: dict[str, str] = {}
 
@@ -57,7 +60,9 @@ class Registry(Generic[T]):
             return self._entries[name]
         plugin = self._plugins.get(name)
         if plugin is not None:
-            self._load_plugin(name, plugin)
+            with self._lock:
+                if name not in self._entries and name in self._plugins:
+                    self._load_plugin(name, plugin)
             if name in self._entries:
                 return self._entries[name]
         known = ", ".join(self.names()) or "(none)"
@@ -75,8 +80,14 @@ class Registry(Generic[T]):
         return isinstance(name, str) and name in self.names()
 
     def _load(self) -> None:
-        if self._loaded or self._loading:
+        if self._loaded:
             return
+        with self._lock:
+            if self._loaded or self._loading:  # done meanwhile, or re-entered by a module being imported
+                return
+            self._discover()
+
+    def _discover(self) -> None:
         self._loading = True
         try:
             for package in self.packages:
