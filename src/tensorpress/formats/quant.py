@@ -31,6 +31,7 @@ from ..kernels import get_kernel
 from ..kernels.reference.quant import packed_nbytes
 
 _SCALE_DTYPES: dict[str, type[np.floating[Any]]] = {"float16": np.float16, "float32": np.float32}
+_BLOCK_ELEMENTS = 1 << 18  # elements encoded at once
 
 
 @register
@@ -115,31 +116,42 @@ class GroupQuant(Codec):
         if not (is_float(x.dtype) or x.dtype.kind in "biu"):
             raise InputError(f"quant works on float, integer or bool data, got {x.dtype}")
         cdt = self._compute_dtype(x.dtype)
-        rows, _ = self._rows(np.asarray(x, dtype=cdt))
-        if rows.size and not np.all(np.isfinite(rows)):
-            raise InputError("quant cannot represent NaN or Inf; use a lossless codec or mask them first")
+        rows, _ = self._rows(x)
         if rows.size == 0:
             g = self._group(rows.shape[1])
             empty = np.zeros((rows.shape[0], -(-rows.shape[1] // g)), _SCALE_DTYPES[self.scale_dtype])
             none: dict[str, Any] = {"codes": np.zeros(0, np.uint8), "scales": empty}
             return self._make(x, none if self.symmetric else {**none, "mins": empty.copy()}, {})
+        # Rows are independent: encoding them in blocks keeps the temporaries to a few MiB whatever the
+        # tensor's size. A multiple of 8 rows ends each block's codes on a byte boundary, so the packed
+        # blocks join into the same bit stream as one pass would give.
+        n = rows.shape[1]
+        step = max(8, _BLOCK_ELEMENTS // n // 8 * 8)
+        blocks = [self._encode_rows(np.asarray(rows[r : r + step], dtype=cdt))
+                  for r in range(0, len(rows), step)]
+        parts: dict[str, Any] = {
+            "codes": np.concatenate([b[0] for b in blocks]),
+            "scales": np.concatenate([b[1] for b in blocks]),
+        }
+        if not self.symmetric:
+            parts["mins"] = np.concatenate([b[2] for b in blocks])
+        return self._make(x, parts, {})
+
+    def _encode_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(packed codes, scales, offsets) of a (rows, n) block in the compute dtype."""
+        if not np.all(np.isfinite(rows)):
+            raise InputError("quant cannot represent NaN or Inf; use a lossless codec or mask them first")
         scale, offset = self._parameters(rows)
         n = rows.shape[1]
         col = np.arange(n) // self._group(n)
-        s = scale.astype(cdt)[:, col]
-        o = offset.astype(cdt)[:, col]
+        s = scale.astype(rows.dtype)[:, col]
+        o = offset.astype(rows.dtype)[:, col]
         with np.errstate(divide="ignore", invalid="ignore"):
             q = np.where(s != 0, np.rint((rows - o) / np.where(s != 0, s, 1)), 0)
         if self.symmetric:
             q = np.where(s != 0, q, 1 << (self.bits - 1))
         codes = np.clip(q, 0, (1 << self.bits) - 1).astype(np.uint8)
-        parts: dict[str, Any] = {
-            "codes": get_kernel("quant", "pack", "reference")(codes, self.bits),
-            "scales": scale,
-        }
-        if not self.symmetric:
-            parts["mins"] = offset
-        return self._make(x, parts, {})
+        return get_kernel("quant", "pack", "reference")(codes, self.bits), scale, offset
 
     def decode_array(self, enc: Encoded) -> np.ndarray:
         self._check_owner(enc)
