@@ -61,6 +61,20 @@ def read_tensors(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
 
 def read_safetensors(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """The tensors of a safetensors file, in file order, each checked against the file's size."""
+    data_start, index = safetensors_index(path)
+    with open(path, "rb") as f:
+        tensors = {}
+        for name, (dtype, shape, begin) in index.items():
+            f.seek(data_start + begin)
+            tensors[name] = np.fromfile(f, dtype=dtype, count=math.prod(shape)).reshape(shape)
+        return tensors
+
+
+def safetensors_index(
+    path: str | os.PathLike[str],
+) -> tuple[int, dict[str, tuple[np.dtype[Any], tuple[int, ...], int]]]:
+    """``(data_start, {name: (dtype, shape, begin)})`` of a safetensors file, in file order, each entry
+    checked against the file's size; tensor ``name`` is at byte ``data_start + begin``. Reads the header."""
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         prefix = f.read(8)
@@ -73,17 +87,12 @@ def read_safetensors(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
             header = json.loads(f.read(hlen))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise TensorFileError(f"{path}: safetensors header is not valid JSON: {exc}") from None
-        if not isinstance(header, dict):
-            raise TensorFileError(f"{path}: safetensors header is not a JSON object")
-        data_start, data_len = 8 + hlen, size - 8 - hlen
-        tensors = {}
-        for name, entry in header.items():
-            if name == "__metadata__":
-                continue
-            dtype, shape, begin = _entry(path, name, entry, data_len)
-            f.seek(data_start + begin)
-            tensors[name] = np.fromfile(f, dtype=dtype, count=math.prod(shape)).reshape(shape)
-        return tensors
+    if not isinstance(header, dict):
+        raise TensorFileError(f"{path}: safetensors header is not a JSON object")
+    data_start, data_len = 8 + hlen, size - 8 - hlen
+    return data_start, {
+        name: _entry(path, name, entry, data_len) for name, entry in header.items() if name != "__metadata__"
+    }
 
 
 def write_tensors(path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray]) -> None:
