@@ -32,7 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = fetchable if args.all else args.names
     unknown = [n for n in names if n not in fetchable]
     if not names or unknown:
-        parser.error(f"name {unknown or 'missing'}: give --all or some of {', '.join(fetchable)}")
+        what = f"unknown name(s) {', '.join(unknown)}" if unknown else "nothing to fetch"
+        parser.error(f"{what}: give --all or one or more of {', '.join(fetchable)}")
     failed = 0
     for name in names:
         start = time.perf_counter()

@@ -49,7 +49,10 @@ def reference_folder(name: str = "smollm2") -> Path:
         source = {"gguf": gguf.name, "bytes": gguf.stat().st_size, "sha256": _sha256(gguf),
                   "transformers": transformers.__version__, "torch": torch.__version__}
         (tmp / _MARKER).write_text(json.dumps(source, indent=1) + "\n")
-        tmp.chmod(0o755)
+        for path in (tmp, *tmp.iterdir()):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        if (target / _MARKER).is_file():  # another process finished first
+            return target
         if target.exists():  # an incomplete folder from an interrupted run
             shutil.rmtree(target)
         tmp.rename(target)
@@ -81,6 +84,7 @@ def _save_fp32(model: Any, folder: Path) -> None:
 
     config = model.config.to_dict()
     config.pop("quantization_config", None)
+    config.pop("_name_or_path", None)  # the cache path it was read from
     config["torch_dtype"] = config["dtype"] = "float32"
     (folder / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
     tensors, seen = {}, set()
