@@ -9,6 +9,7 @@ fetched; tests turn that into a skip on a laptop and a failure in CI.
 from __future__ import annotations
 
 from .cache import data_dir, fetch_deb, fetch_pip_wheel
+from .earth import EARTH_FILES, earth_fields, earth_file, earth_fill_value, earth_variable
 from .llm import (
     austen_novels,
     austen_text,
@@ -22,7 +23,8 @@ from .skimage_samples import disparity, face_stack, photo, photo_names
 from .sources import SOURCES, DataUnavailable, Source
 
 __all__ = [
-    "SOURCES", "DataUnavailable", "Source", "austen_novels", "austen_text", "data_dir", "disparity",
+    "EARTH_FILES", "SOURCES", "DataUnavailable", "Source", "earth_fields", "earth_file", "earth_fill_value",
+    "earth_variable", "austen_novels", "austen_text", "data_dir", "disparity",
     "face_stack", "fetch_deb", "fetch_pip_wheel", "gemma3_gguf", "photo", "photo_names", "python_docs",
     "python_docs_text", "smollm2_gguf", "text_split",
 ]
