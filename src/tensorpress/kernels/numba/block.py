@@ -1,0 +1,95 @@
+"""Numba CPU kernels for ``block`` (operands: :mod:`tensorpress.kernels.reference.block`), parallel over
+block-rows. The block shape is a compile-time constant (passed as the lengths of two tuples), so the loops
+over a block unroll into short vector multiply-adds on consecutive entries of ``x``.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ..dispatch import kernel
+from ._bits import to_f32
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _decode(vals, columns, out):  # numba infers the types
+    rb, kept, bh, bw = vals.shape
+    for r in numba.prange(rb):
+        for q in range(kept):
+            c = np.int64(columns[r, q]) * bw
+            for i in range(bh):
+                for j in range(bw):
+                    out[r * bh + i, c + j] = vals[r, q, i, j]
+
+
+@kernel("block", "decode", "numba")
+def decode(values: np.ndarray, columns: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Same contract as :func:`tensorpress.kernels.reference.block.decode` (any dtype: bits are moved)."""
+    rb, _, bh, bw = values.shape
+    out = np.zeros((rb * bh, -(-cols // bw) * bw), dtype=values.dtype)
+    if values.size:
+        bits = np.dtype(f"u{values.dtype.itemsize}")
+        _decode(np.ascontiguousarray(values).view(bits), np.ascontiguousarray(columns), out.view(bits))
+    return np.ascontiguousarray(out[:rows, :cols])
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)
+def _matvec(vals, columns, bh_tuple, bw_tuple, x, y):  # numba infers the types
+    bh = len(bh_tuple)
+    bw = len(bw_tuple)
+    rb, kept = columns.shape
+    for r in numba.prange(rb):
+        vr = vals[r]  # (kept · bh · bw,)
+        cr = columns[r]
+        for i in range(bh):
+            acc = np.float32(0.0)
+            for q in range(kept):
+                xs = x[np.int64(cr[q]) * bw :]
+                base = (q * bh + i) * bw
+                for j in range(bw):
+                    acc += to_f32(vr[base + j]) * xs[j]
+            y[r * bh + i] = acc
+
+
+@kernel("block", "matvec", "numba")
+def matvec(values: np.ndarray, columns: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``y = W · x``: values float16/float32, ``x`` float32 padded to whole blocks; float32 (rb·bh,)."""
+    rb, _, bh, bw = values.shape
+    y = np.zeros(rb * bh, np.float32)
+    if values.size:
+        flat = _bits_operand(values).reshape(rb, -1)
+        _matvec(flat, np.ascontiguousarray(columns), (0,) * bh, (0,) * bw, np.ascontiguousarray(x), y)
+    return y
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)
+def _matmul(vals, columns, x, out):  # numba infers the types
+    rb, kept, bh, bw = vals.shape
+    batch = x.shape[1]
+    for r in numba.prange(rb):
+        acc = np.zeros((bh, batch), np.float32)
+        for q in range(kept):
+            c = np.int64(columns[r, q]) * bw
+            for i in range(bh):
+                for j in range(bw):
+                    v = to_f32(vals[r, q, i, j])
+                    xr = x[c + j]
+                    for b in range(batch):
+                        acc[i, b] += v * xr[b]
+        out[r * bh : (r + 1) * bh] = acc
+
+
+@kernel("block", "matmul", "numba")
+def matmul(values: np.ndarray, columns: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``Y = W · X`` for ``X`` float32 (block-columns · bw, batch); float32 (rb·bh, batch)."""
+    rb, _, bh, _ = values.shape
+    out = np.zeros((rb * bh, x.shape[1]), np.float32)
+    if values.size and x.shape[1]:
+        _matmul(_bits_operand(values), np.ascontiguousarray(columns), np.ascontiguousarray(x), out)
+    return out
+
+
+def _bits_operand(values: np.ndarray) -> np.ndarray:
+    values = np.ascontiguousarray(values)
+    return values.view(np.uint16) if values.dtype == np.float16 else values

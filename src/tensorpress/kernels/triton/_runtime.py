@@ -1,0 +1,74 @@
+"""What the Triton kernels share: the availability check, the device, and moving operands there and back.
+
+Kernel modules call :func:`require_triton` at import: without ``triton`` and ``torch`` installed they raise
+``ModuleNotFoundError`` and the kernel table skips them. ``triton`` itself is imported only when a kernel
+runs. Kernels run on the CUDA device when there is one, else in Triton's interpreter when
+``TRITON_INTERPRET=1`` (on the CPU, for tests); otherwise they raise a clear error. They take NumPy arrays
+(copied to the device, results copied back) or torch tensors (kept where they are, results returned as
+tensors on the same device).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any
+
+import numpy as np
+
+from ...core.errors import TensorpressError
+
+
+class NoDeviceError(TensorpressError, RuntimeError):
+    """Triton kernels were asked for without a GPU and without the interpreter."""
+
+
+def require_triton() -> None:
+    for package in ("triton", "torch"):
+        if importlib.util.find_spec(package) is None:
+            raise ModuleNotFoundError(f"No module named {package!r}", name=package)
+
+
+def device() -> str:
+    """``"cuda"`` when a GPU is there, ``"cpu"`` under ``TRITON_INTERPRET=1``; else a clear error."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return "cpu"
+    raise NoDeviceError(
+        "Triton kernels need a CUDA GPU, and torch sees none; set TRITON_INTERPRET=1 to run them on the CPU "
+        "(slowly, for tests) or use the numba backend"
+    )
+
+
+_SIGNED = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
+
+
+def to_device(a: Any, dev: str, *, bits: bool = False) -> Any:
+    """A torch tensor on ``dev``. ``bits=True`` moves the bit patterns as signed integers of the same width
+    (decode kernels copy bits, so every dtype decodes exactly); float16 stays float16, other floats float32,
+    unsigned index arrays become int32/int64."""
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        return a.to(dev)
+    arr = np.ascontiguousarray(a)
+    if bits:
+        arr = arr.view(_SIGNED[arr.dtype.itemsize])
+    elif arr.dtype.kind == "u":
+        arr = arr.astype(np.int32 if arr.dtype.itemsize < 4 else np.int64)
+    elif arr.dtype.kind == "f" and arr.dtype != np.float16:
+        arr = arr.astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(arr)).to(dev)
+
+
+def to_host(t: Any, like: Any, dtype: Any = None) -> Any:
+    """``t`` as NumPy (viewed as ``dtype`` when given) if ``like`` is a NumPy array, else the tensor."""
+    import torch
+
+    if isinstance(like, torch.Tensor):
+        return t
+    out = t.cpu().numpy()
+    return out.view(dtype) if dtype is not None else out
