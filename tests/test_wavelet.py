@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 
 import tensorpress as tp
+from conftest import load_real
 from tensorpress.core.encoded import Encoded
 from tensorpress.core.errors import BlobError, BoundError, ConfigError, InputError
 from tensorpress.kernels import get_kernel
 from tensorpress.kernels.reference.wavelet import WAVELETS, plan, subbands
-
-from conftest import load_real
 
 
 def _field(file: str, var: str) -> np.ndarray:
@@ -184,7 +183,7 @@ def test_corrupt_streams_raise(uwnd: np.ndarray) -> None:
     enc = tp.encode(uwnd[:4], "wavelet(max_abs=0.05)")
     coeffs = enc.parts["coefficients"]
     bad = dataclasses.replace(enc, parts={**enc.parts, "coefficients": coeffs[:3]})
-    with pytest.raises(BlobError, match="stream header|sizes say"):
+    with pytest.raises(BlobError, match=r"stream header|sizes say"):
         bad.decode()
     bad = dataclasses.replace(enc, meta={**enc.meta, "step": -1.0})
     with pytest.raises(BlobError, match="step"):
@@ -235,7 +234,8 @@ def test_earth_catalogue() -> None:
     from tensorpress.datasets import EARTH_FILES, SOURCES, earth_fill_value
 
     assert SOURCES["ferret"].fetch is not None and SOURCES["iris_samples"].fetch is not None
-    assert "public domain" in SOURCES["ferret"].licence and "Open Government" in SOURCES["iris_samples"].licence
+    assert "public domain" in SOURCES["ferret"].licence
+    assert "Open Government" in SOURCES["iris_samples"].licence
     for file, entry in EARTH_FILES.items():
         for var, shape in entry.variables.items():
             x = _field(file, var)
@@ -245,3 +245,15 @@ def test_earth_catalogue() -> None:
     assert load_real(lambda: earth_fill_value("A1B_north_america.nc", "air_temperature")) is None
     sst = _field("coads_climatology.cdf", "SST")
     assert 0.4 < np.isnan(sst).mean() < 0.5  # land
+
+
+def test_zarr_imports_next_to_the_peers() -> None:
+    """zfpy 1.0.1.post0 breaks ``import numcodecs`` (so ``import zarr``); the peers extra pins 1.0.1."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("zfpy", reason="the peers extra is not installed")
+    code = "import zfpy, pysz, numcodecs, zarr, importlib.metadata as m; print(m.version('zfpy'))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1.0.1"

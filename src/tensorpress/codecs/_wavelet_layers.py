@@ -234,12 +234,15 @@ def _pull(total: np.ndarray, weight: np.ndarray) -> np.ndarray:
         up = np.repeat(up, 2, axis=k)[(slice(None),) * k + (slice(0, n),)]
     mean[unknown] = up[unknown]
     axes = [k for k, n in enumerate(mean.shape) if n > 1]
+    acc = np.empty_like(mean)
     for _ in range(_JACOBI_SWEEPS if axes else 0):
-        acc = np.zeros_like(mean)
-        for k in axes:
-            padded = np.pad(mean, [(1, 1) if j == k else (0, 0) for j in range(mean.ndim)], mode="edge")
-            n = mean.shape[k]
-            acc += np.take(padded, range(0, n), axis=k) + np.take(padded, range(2, n + 2), axis=k)
+        acc[...] = 0.0
+        for k in axes:  # both neighbours along axis k, the edge repeated at the borders
+            a, m = np.moveaxis(acc, k, 0), np.moveaxis(mean, k, 0)
+            a[1:] += m[:-1]
+            a[:-1] += m[1:]
+            a[0] += m[0]
+            a[-1] += m[-1]
         mean[unknown] = acc[unknown] / (2 * len(axes))
     return mean
 

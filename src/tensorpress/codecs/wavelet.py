@@ -5,17 +5,18 @@ Pipeline: non-finite cells (NaN, ±Inf: land, fill values) are kept exactly in a
 with a smooth harmonic continuation; a multi-level lifting wavelet runs over every axis (1-4 axes; more
 are merged into the first); coefficients are quantized with a uniform step and context-coded
 (:mod:`tensorpress.kernels.reference.wavelet` defines the format). For a max-abs bound ``t`` the encoder then
-decodes, finds every element whose error exceeds ``t`` and stores a correction for it (quantized residuals
-with step ``1.5 t``, coded the same way), and stores the few elements that still miss after rounding into
-the output dtype exactly. So the bound holds on every element, checked against the decoded values.
+decodes, finds every element whose error exceeds ``t`` and stores a correction for it (residuals quantized
+with step ``1.5 t``, range-coded as a sparse list), and stores the few elements that still miss after
+rounding into the output dtype exactly. So the bound holds on every element of the decoded values.
 
 Modes (one bound, optionally with a rate cap ``bits``):
 
 - ``max_abs=e``: every finite element within ``e``. The step is ``c·e``; ``c`` is chosen per array by the
   total coded size (a hill climb over :data:`STEP_FACTORS`: a larger step costs more corrections).
 - ``rel=r``: ``max_abs = r × (max − min)`` of the finite elements.
-- ``psnr=p``: the coarsest step whose reconstruction has PSNR ≥ ``p`` dB (peak = value range), found by
-  bisection; no corrections. The header records the max abs error reached: that is its per-element bound.
+- ``psnr=p``: the coarsest step whose reconstruction has PSNR ≥ ``p`` dB (peak = value range), found by a
+  safeguarded secant search; no corrections. The header records the max abs error reached: that is its
+  per-element bound.
 - ``bits=b`` alone: the finest step whose payload (every part) takes ≤ ``b`` bits per element; with a bound,
   a cap: if the bound needs more, encoding raises :class:`BoundError`.
 
@@ -96,11 +97,13 @@ class Wavelet(Codec):
         parts, meta = self._encode(x)
         enc = self._make(x, parts, meta)
         if self.bits is not None and _payload_bits(parts) > self.bits * x.size:
-            bound = "max_abs" if self.max_abs is not None else "rel" if self.rel is not None else "psnr"
-            raise BoundError(
-                f"wavelet: {bound}={getattr(self, bound)} needs {_payload_bits(parts) / x.size:.3f} bits per "
-                f"element on this array, more than bits={self.bits}; loosen the bound or allow more bits"
-            )
+            need = f"{_payload_bits(parts) / x.size:.3f} bits per element"
+            bound = next((n for n in ("max_abs", "rel", "psnr") if getattr(self, n) is not None), None)
+            if bound is None:  # only the mask, stored exactly, is left
+                raise BoundError(f"wavelet: this array's NaN/Inf mask alone takes {need}, more than "
+                                 f"bits={self.bits}")
+            raise BoundError(f"wavelet: {bound}={getattr(self, bound)} needs {need} on this array, more than "
+                             f"bits={self.bits}; loosen the bound or allow more bits")
         return enc
 
     def _encode(self, x: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -111,25 +114,16 @@ class Wavelet(Codec):
         parts = layers.encode_mask(x, finite)
         if not finite.any():
             return parts, {"mode": "mask"}
-        lo, hi = float(x64[finite].min()), float(x64[finite].max())
-        target = self._bound(lo, hi)
-        if target == 0.0 or (self.psnr is not None and hi == lo):
+        span = float(x64[finite].max()) - float(x64[finite].min())
+        bound = self.max_abs if self.max_abs is not None else None if self.rel is None else self.rel * span
+        if bound == 0.0 or (self.psnr is not None and span == 0.0):  # exact, or a constant to reproduce
             return layers.encode_exact_all(x), {"mode": "exact", "bound": 0.0}
-        ctx = _Context(self, x, x64, finite, hi - lo, parts)
-        if target is not None:
-            if self.psnr is not None:
-                return ctx.at_psnr(self.psnr)
-            return ctx.at_bound(target)
-        return ctx.at_rate(float(self.bits or 0.0))
-
-    def _bound(self, lo: float, hi: float) -> float | None:
-        if self.max_abs is not None:
-            return self.max_abs
-        if self.rel is not None:
-            return self.rel * (hi - lo)
+        ctx = _Context(self, x, x64, finite, span, parts)
+        if bound is not None:
+            return ctx.at_bound(bound)
         if self.psnr is not None:
-            return math.inf  # a placeholder: PSNR mode is not a max-abs bound
-        return None
+            return ctx.at_psnr(self.psnr)
+        return ctx.at_rate(float(self.bits or 0.0))
 
     # --- decoding -------------------------------------------------------------------------------------
     def decode_array(self, enc: Encoded) -> np.ndarray:
@@ -289,9 +283,15 @@ class _Context:
     def at_rate(self, bits: float) -> tuple[dict[str, Any], dict[str, Any]]:
         """The finest step whose payload fits ``bits`` per element."""
         scale = max(self.range, self.peak)
-        if scale == 0 or not math.isfinite(scale):  # all zeros, or beyond float64: store exactly
-            return self._exact()
         budget = bits * self.x.size - _payload_bits(self.mask_parts)
+        if not math.isfinite(scale):  # beyond float64: store exactly, if that fits
+            parts, meta = self._exact()
+            if _payload_bits(parts) > bits * self.x.size:
+                raise BoundError(f"wavelet: this array's values overflow the transform; stored exactly it "
+                                 f"takes {_payload_bits(parts) / self.x.size:.3f} bits per element, more "
+                                 f"than bits={bits}")
+            return parts, meta
+        scale = scale or 1.0  # all zeros: every step codes them exactly
         found: dict[float, tuple[np.ndarray, bytes]] = {}
 
         def excess(finer: float) -> float:  # bits over budget per element; increases as the step shrinks
