@@ -7,6 +7,8 @@ one into float32 with LLVM's ``fpext half → float``, which compiles to the har
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numba
@@ -261,3 +263,14 @@ def expand64_fma(typingctx, acc, vals, k, x, base, table, bitmap, offset):
         return k
 
     return sig, codegen
+
+
+@contextlib.contextmanager
+def balanced(rows: int = 32) -> Iterator[None]:
+    """Run the parallel loops inside in chunks of ``rows`` iterations that threads take as they free up, so
+    a thread slowed down by other work on the machine does not hold the others up at the end."""
+    previous = numba.set_parallel_chunksize(rows)
+    try:
+        yield
+    finally:
+        numba.set_parallel_chunksize(previous)

@@ -14,7 +14,7 @@ import numba
 import numpy as np
 
 from ..dispatch import kernel
-from ._bits import expand8_fma, expand64_fma, expansion_table, has_avx2, to_f32
+from ._bits import balanced, expand8_fma, expand64_fma, expansion_table, has_avx2, to_f32
 
 _POSITIONS = np.array([[j for j in range(8) if b >> j & 1] + [0] * (8 - bin(b).count("1")) for b in range(256)],
                       dtype=np.int32)
@@ -52,8 +52,9 @@ def decode(bitmap: np.ndarray, values: np.ndarray, offsets: np.ndarray, cols: in
     out = np.zeros((rows, nbytes * 8), dtype=values.dtype)
     if values.size:
         bits_dtype = np.dtype(f"u{values.dtype.itemsize}")
-        _decode(np.ascontiguousarray(bitmap), np.ascontiguousarray(values).view(bits_dtype), offsets,
-                _POSITIONS, _COUNTS, out.view(bits_dtype))
+        with balanced():
+            _decode(np.ascontiguousarray(bitmap), np.ascontiguousarray(values).view(bits_dtype), offsets,
+                    _POSITIONS, _COUNTS, out.view(bits_dtype))
     return out if nbytes * 8 == cols else np.ascontiguousarray(out[:, :cols])
 
 
@@ -106,9 +107,11 @@ def matvec(bitmap: np.ndarray, values: np.ndarray, offsets: np.ndarray, x: np.nd
     if values.size:
         args = (np.ascontiguousarray(bitmap), _bits_operand(values), offsets, np.ascontiguousarray(x))
         if AVX2:
-            _matvec_avx2(*args, _EXPAND, _POSITIONS, _COUNTS, y)
+            with balanced():
+                _matvec_avx2(*args, _EXPAND, _POSITIONS, _COUNTS, y)
         else:
-            _matvec(*args, _POSITIONS, _COUNTS, y)
+            with balanced():
+                _matvec(*args, _POSITIONS, _COUNTS, y)
     return y
 
 
@@ -133,8 +136,9 @@ def matmul(bitmap: np.ndarray, values: np.ndarray, offsets: np.ndarray, x: np.nd
     """``Y = W · X`` for ``X`` float32 (8·B, batch); float32 (rows, batch)."""
     out = np.zeros((bitmap.shape[0], x.shape[1]), np.float32)
     if values.size and x.shape[1]:
-        _matmul(np.ascontiguousarray(bitmap), _bits_operand(values), offsets, np.ascontiguousarray(x),
-                _POSITIONS, _COUNTS, out)
+        with balanced():
+            _matmul(np.ascontiguousarray(bitmap), _bits_operand(values), offsets, np.ascontiguousarray(x),
+                    _POSITIONS, _COUNTS, out)
     return out
 
 

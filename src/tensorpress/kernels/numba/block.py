@@ -9,7 +9,7 @@ import numba
 import numpy as np
 
 from ..dispatch import kernel
-from ._bits import to_f32
+from ._bits import balanced, to_f32
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -30,7 +30,8 @@ def decode(values: np.ndarray, columns: np.ndarray, rows: int, cols: int) -> np.
     out = np.zeros((rb * bh, -(-cols // bw) * bw), dtype=values.dtype)
     if values.size:
         bits = np.dtype(f"u{values.dtype.itemsize}")
-        _decode(np.ascontiguousarray(values).view(bits), np.ascontiguousarray(columns), out.view(bits))
+        with balanced():
+            _decode(np.ascontiguousarray(values).view(bits), np.ascontiguousarray(columns), out.view(bits))
     return np.ascontiguousarray(out[:rows, :cols])
 
 
@@ -59,7 +60,8 @@ def matvec(values: np.ndarray, columns: np.ndarray, x: np.ndarray) -> np.ndarray
     y = np.zeros(rb * bh, np.float32)
     if values.size:
         flat = _bits_operand(values).reshape(rb, -1)
-        _matvec(flat, np.ascontiguousarray(columns), (0,) * bh, (0,) * bw, np.ascontiguousarray(x), y)
+        with balanced():
+            _matvec(flat, np.ascontiguousarray(columns), (0,) * bh, (0,) * bw, np.ascontiguousarray(x), y)
     return y
 
 
@@ -86,7 +88,8 @@ def matmul(values: np.ndarray, columns: np.ndarray, x: np.ndarray) -> np.ndarray
     rb, _, bh, _ = values.shape
     out = np.zeros((rb * bh, x.shape[1]), np.float32)
     if values.size and x.shape[1]:
-        _matmul(_bits_operand(values), np.ascontiguousarray(columns), np.ascontiguousarray(x), out)
+        with balanced():
+            _matmul(_bits_operand(values), np.ascontiguousarray(columns), np.ascontiguousarray(x), out)
     return out
 
 

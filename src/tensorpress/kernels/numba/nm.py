@@ -17,7 +17,7 @@ import numpy as np
 
 from ..dispatch import kernel
 from ..reference.nm import index_bits
-from ._bits import has_avx2, pair_table, select24_fma, to_f32, unpack_codes
+from ._bits import balanced, has_avx2, pair_table, select24_fma, to_f32, unpack_codes
 
 SELECT_MAX_M = 8
 AVX2 = has_avx2()
@@ -44,7 +44,8 @@ def decode(values: np.ndarray, packed: np.ndarray, n: int, m: int, cols: int) ->
     out = np.zeros((rows, groups * m), dtype=values.dtype)
     if values.size:
         bits_dtype = np.dtype(f"u{values.dtype.itemsize}")
-        _decode(np.ascontiguousarray(values).view(bits_dtype), packed, n, m, index_bits(m), out.view(bits_dtype))
+        with balanced():
+            _decode(np.ascontiguousarray(values).view(bits_dtype), packed, n, m, index_bits(m), out.view(bits_dtype))
     return out if groups * m == cols else np.ascontiguousarray(out[:, :cols])
 
 
@@ -111,12 +112,15 @@ def matvec(values: np.ndarray, packed: np.ndarray, n: int, m: int, cols: int, x:
         return y
     vals = _bits_operand(values)
     if AVX2 and n == 2 and m == 4 and values.shape[1] % 8 == 0:
-        _matvec_24_avx2(vals, packed, x, _PAIRS, y)
+        with balanced():
+            _matvec_24_avx2(vals, packed, x, _PAIRS, y)
     elif 2 <= m <= SELECT_MAX_M:
         xt = np.ascontiguousarray(x.reshape(-1, m).T)
-        _matvec_select(vals, packed, (0,) * n, (0,) * m, index_bits(m), xt, y)
+        with balanced():
+            _matvec_select(vals, packed, (0,) * n, (0,) * m, index_bits(m), xt, y)
     else:
-        _matvec_gather(vals, packed, n, m, index_bits(m), np.ascontiguousarray(x), y)
+        with balanced():
+            _matvec_gather(vals, packed, n, m, index_bits(m), np.ascontiguousarray(x), y)
     return y
 
 
@@ -144,7 +148,8 @@ def matmul(values: np.ndarray, packed: np.ndarray, n: int, m: int, cols: int, x:
     """``Y = W · X``: ``X`` float32 (G·m, batch), padded; float32 (rows, batch)."""
     out = np.zeros((values.shape[0], x.shape[1]), np.float32)
     if values.size and x.shape[1]:
-        _matmul(_bits_operand(values), packed, n, m, index_bits(m), np.ascontiguousarray(x), out)
+        with balanced():
+            _matmul(_bits_operand(values), packed, n, m, index_bits(m), np.ascontiguousarray(x), out)
     return out
 
 

@@ -11,7 +11,7 @@ import numba
 import numpy as np
 
 from ..dispatch import kernel
-from ._bits import to_f32
+from ._bits import balanced, to_f32
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -27,7 +27,8 @@ def decode(values: np.ndarray, indices: np.ndarray, n: int) -> np.ndarray:
     out = np.zeros((values.shape[0], n), dtype=values.dtype)
     if values.size:
         bits = np.dtype(f"u{values.dtype.itemsize}")
-        _decode(np.ascontiguousarray(values).view(bits), np.ascontiguousarray(indices), out.view(bits))
+        with balanced():
+            _decode(np.ascontiguousarray(values).view(bits), np.ascontiguousarray(indices), out.view(bits))
     return out
 
 
@@ -55,7 +56,7 @@ def spmv_dense(values: np.ndarray, indices: np.ndarray, wt: np.ndarray) -> np.nd
         return np.zeros((tokens, wt.shape[1]), np.float32)
     parts = max(1, min(numba.get_num_threads(), k))
     partial = np.zeros((parts, tokens, wt.shape[1]), np.float32)
-    _spmv(_bits_operand(values), np.ascontiguousarray(indices), _bits_operand(wt), parts, partial)
+    _spmv(_bits_operand(values), np.ascontiguousarray(indices), _bits_operand(wt), parts, partial)  # one task a thread
     return partial.sum(axis=0) if parts > 1 else partial[0]
 
 
