@@ -274,3 +274,33 @@ def balanced(rows: int = 32) -> Iterator[None]:
         yield
     finally:
         numba.set_parallel_chunksize(previous)
+
+
+@intrinsic
+def blocks14_fma(typingctx, acc, lane0, vals, k, x, col0, col1):
+    """Two 1×4 blocks on AVX2: ``acc[lane0:lane0+8] += vals[k:k+8] · (x[col0:col0+4] ‖ x[col1:col1+4])``.
+
+    ``vals`` float32 or float16 bits (uint16), ``x`` float32; the 8 values are the two blocks' in order."""
+    if vals.dtype not in (types.float32, types.uint16) or x.dtype != types.float32:
+        return None
+    sig = types.void(acc, lane0, vals, k, x, col0, col1)
+
+    def codegen(context, builder, signature, args):
+        acc_, lane0_, vals_, k_, x_, c0, c1 = args
+        acc_t, _, vals_t, _, x_t, _, _ = signature.args
+        v4f = ir.VectorType(_F32, 4)
+        if vals_t.dtype == types.uint16:
+            raw = builder.load(_vector_at(context, builder, vals_t, vals_, k_, ir.VectorType(ir.IntType(16), 8)),
+                               align=2)
+            v = builder.fpext(builder.bitcast(raw, ir.VectorType(ir.HalfType(), 8)), _V8F)
+        else:
+            v = builder.load(_vector_at(context, builder, vals_t, vals_, k_, _V8F), align=4)
+        lo = builder.load(_vector_at(context, builder, x_t, x_, c0, v4f), align=4)
+        hi = builder.load(_vector_at(context, builder, x_t, x_, c1, v4f), align=4)
+        xv = builder.shuffle_vector(lo, hi, ir.Constant(_V8I, list(range(8))))
+        ptr = _vector_at(context, builder, acc_t, acc_, lane0_, _V8F)
+        total = builder.fadd(builder.load(ptr, align=4), builder.fmul(v, xv, flags=["fast"]), flags=["fast"])
+        builder.store(total, ptr, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
