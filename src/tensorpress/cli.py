@@ -5,6 +5,7 @@
     tensorpress encode model.safetensors model.zip --spec "quant(bits=4)" --policy policy.json
     tensorpress decode model.zip model.npz                    back to plain arrays
     tensorpress info model.zip                                sizes, ratios, specs
+    tensorpress convert-checkpoint model.gguf model.zip --spec "quant(bits=4)" --policy policy.json
     tensorpress demo                                          real samples through several codecs
 
 User errors (a missing file, a bad spec, a corrupt blob) print one line ``tensorpress: error: …`` and exit
@@ -102,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     decode = command("decode", run_decode, "decompress a .tpb blob or a container into plain arrays")
     decode.add_argument("input", help="a .tpb blob or a container (directory or .zip)")
     decode.add_argument("output", help="a .npy file (one tensor), .npz or .safetensors (all tensors)")
+    convert = command("convert-checkpoint", run_convert_checkpoint,
+                      "convert a model checkpoint (GGUF, safetensors, Hugging Face folder, torch state dict) "
+                      "into a container with its config and tokenizer")
+    convert.add_argument("source", help="a .gguf, .safetensors or .pt/.pth/.bin file, or a Hugging Face folder")
+    convert.add_argument("output", help="the container: a directory or a .zip file")
+    convert.add_argument("--spec", required=True, help='spec of every tensor no policy pattern matches')
+    convert.add_argument("--policy", metavar="FILE",
+                         help='JSON {glob: spec or "skip"}; the first matching pattern wins')
     info = command("info", run_info, "describe a .tpb blob or a container: specs, sizes, ratios")
     info.add_argument("path")
     demo = command("demo", run_demo, "compress scikit-image's sample images and volumes with several codecs")
@@ -151,6 +160,23 @@ def run_encode(args: argparse.Namespace) -> int:
             f"wrote {out}: {len(rows)} tensor(s), {total['stored_bytes']} bytes from "
             f"{total['original_bytes']} (ratio {total['ratio']:.4g}, "
             f"{total['bits_per_element']:.4g} bits/element)"
+        )
+    return 0
+
+
+def run_convert_checkpoint(args: argparse.Namespace) -> int:
+    from .nn.convert import convert_checkpoint
+
+    policy = _read_policy(args.policy) if args.policy else None
+    out = convert_checkpoint(args.source, args.output, spec=args.spec, policy=policy, progress=not args.quiet)
+    if not args.quiet:
+        with tensorpress.open(out) as container:
+            rows = container.info()
+        total = _totals(rows)
+        print(
+            f"wrote {out}: {len(rows)} tensor(s) from {args.source}, {total['stored_bytes']} bytes from "
+            f"{total['original_bytes']} (ratio {total['ratio']:.4g}, {total['bits_per_element']:.4g} "
+            f"bits/element); per tensor: tensorpress info {out}"
         )
     return 0
 

@@ -330,6 +330,12 @@ class Container(Mapping[str, Any]):
         except Exception as exc:  # zarr raises several kinds for "no group here"
             self._store.close()
             raise ContainerError(f"{self.path} is not a zarr v3 container: {exc}") from exc
+        meta = self._group.attrs.get(ATTR)
+        version = meta.get("version", VERSION) if isinstance(meta, dict) else VERSION
+        if not isinstance(version, int) or version > VERSION:
+            self._store.close()
+            raise ContainerError(f"{self.path} was written in container format version {version!r}; this "
+                                 f"tensorpress reads up to {VERSION}: upgrade tensorpress")
         self._names = self._list_names()
         self._arrays: dict[str, zarr.Array] = {}
 
