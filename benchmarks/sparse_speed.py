@@ -1,12 +1,13 @@
 """Sparse compute speed: W · x on compressed weights (2:4, bitmap-70%, block 1×4 at 75%) against dense BLAS.
 
-    python benchmarks/sparse_speed.py [--threads N] [--rounds 3] [--quick]
+    python benchmarks/sparse_speed.py [--threads 2,1] [--rounds 5] [--quick]
 
 Weights are real: SmolLM2-135M's projections (dequantized from its GGUF) at their own shapes (576×576,
 1536×576, 576×1536), and a 4096×4096 matrix filled with the model's weights in order. Without the model,
 stacked scikit-image samples stand in (the JSON says which). Kept values are float16, x and y float32.
 Ours and the dense baseline (NumPy/BLAS float32 ``W @ x``) run with the same thread count: numba's threads
-= the BLAS pool's (set before NumPy loads, and checked with threadpoolctl). scipy's CSR (float32) is a
+= the BLAS pool's (set before NumPy loads, limited per run with threadpoolctl), for each count in
+``--threads`` (default: all cores, then 1). scipy's CSR (float32) is a
 reference point. Every method is timed in each of ``--rounds`` interleaved rounds (the best run counts), so
 a burst of other work on the machine hits them alike. Effective GB/s = bytes the product reads (the
 compressed operands, x and y) / time, next to the machine's copy bandwidth (np.copyto, same run).
@@ -20,18 +21,22 @@ import os
 import sys
 
 
-def _threads_from_argv() -> int:
+def _threads_from_argv() -> list[int]:
+    text = None
     for i, arg in enumerate(sys.argv):
         if arg == "--threads" and i + 1 < len(sys.argv):
-            return int(sys.argv[i + 1])
-        if arg.startswith("--threads="):
-            return int(arg.split("=", 1)[1])
-    return os.cpu_count() or 1
+            text = sys.argv[i + 1]
+        elif arg.startswith("--threads="):
+            text = arg.split("=", 1)[1]
+    if text:
+        return [int(t) for t in text.split(",")]
+    cores = os.cpu_count() or 1
+    return [cores, 1] if cores > 1 else [1]
 
 
 THREADS = _threads_from_argv()
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ[_var] = str(THREADS)  # before NumPy and numba start their pools
+    os.environ[_var] = str(max(THREADS))  # before NumPy and numba start their pools
 
 from typing import Any  # noqa: E402
 
@@ -39,6 +44,8 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tensorpress as tp  # noqa: E402
+from tensorpress.formats.csr import CSRSparse  # noqa: E402
+from tensorpress.formats.topk import TopK  # noqa: E402
 from tensorpress.kernels import get_kernel  # noqa: E402
 
 try:
@@ -111,7 +118,7 @@ def cases(name: str, w: np.ndarray, x: np.ndarray, batch: int) -> list[Case]:
     out = [Case("dense fp32 (NumPy/BLAS)", "peer", lambda: w32 @ rhs, w32.nbytes + io, 32.0)]
     for label, spec in SPECS.items():
         enc = tp.encode(w16, spec)
-        prepared = enc.codec.prepare(enc)
+        prepared = enc.codec.prepare(enc)  # type: ignore[attr-defined]  # nm, bitmap and block have it
         op = "matvec" if batch == 1 else "matmul"
         kern = get_kernel(prepared.codec_id, op, "numba")
         xp = np.zeros((prepared.padded, *rhs.shape[1:]), np.float32)
@@ -128,7 +135,7 @@ def cases(name: str, w: np.ndarray, x: np.ndarray, batch: int) -> list[Case]:
 
         for s in (0.5, 0.7):
             enc = tp.encode(w32, f"csr(sparsity={s})")
-            indptr, indices, values, shape = enc.codec.csr_parts(enc)
+            indptr, indices, values, shape = CSRSparse(sparsity=s).csr_parts(enc)
             mat = sparse.csr_array((values, indices.astype(np.int32), indptr.astype(np.int32)), shape=shape)
             nb = mat.data.nbytes + mat.indices.nbytes + mat.indptr.nbytes
             out.append(Case(f"scipy CSR {int(s * 100)}% fp32", "reference", lambda m=mat: m @ rhs, nb + io,
@@ -140,13 +147,14 @@ def cases(name: str, w: np.ndarray, x: np.ndarray, batch: int) -> list[Case]:
 
 def activation_cases(w: np.ndarray, x: np.ndarray) -> list[Case]:
     """Sparse activations (topk per token) times a dense fp32 weight, against the dense product."""
-    rows, cols = w.shape
+    rows = w.shape[0]
     wt = np.ascontiguousarray(w.T, dtype=np.float32)
     w32 = np.ascontiguousarray(w, dtype=np.float32)
     out = [Case("dense fp32 (NumPy/BLAS)", "peer", lambda: w32 @ x, w32.nbytes + x.nbytes + rows * 4, 32.0)]
     for frac in (0.5, 0.1):
-        enc = tp.encode(x[None, :], f"topk(fraction={frac})")
-        vals, idx, _, _ = enc.codec._stored(enc)
+        codec = TopK(fraction=frac)
+        enc = codec.encode(x[None, :])
+        vals, idx = codec.operands(enc)
         kern = get_kernel("topk", "spmv_dense", "numba")
         k = vals.shape[1]
         out.append(Case(f"topk {int(frac * 100)}% activations x dense fp32 (numba)", "ours",
@@ -163,46 +171,57 @@ def measure(all_cases: list[Case], rounds: int, repeat: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=THREADS, help="numba and BLAS threads (default: all cores)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", default=",".join(map(str, THREADS)),
+                        help="comma-separated thread counts for numba and BLAS alike (default: all cores, then 1)")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="4096² only, batch 1")
     args = parser.parse_args()
-    numba.set_num_threads(THREADS)
-    blas_threads = None
     try:
         import threadpoolctl
-
-        threadpoolctl.threadpool_limits(THREADS)
-        blas_threads = [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
     except ImportError:
-        pass
+        threadpoolctl = None
     mats, source = llm_matrices()
     copy_gbps = bandwidth()
-    print(f"threads: numba {numba.get_num_threads()}, BLAS {blas_threads}; copy bandwidth {copy_gbps:.1f} GB/s")
-    rng = np.random.default_rng(0)
+    print(f"copy bandwidth {copy_gbps:.1f} GB/s")
     rows_out: list[dict[str, Any]] = []
     shapes = ["4096x4096"] if args.quick else ["4096x4096", "576x576", "1536x576", "576x1536"]
-    for name in shapes:
-        w = mats[name]
-        x = np.ascontiguousarray(rng.permutation(mats["576x576"].ravel())[: w.shape[1]] * 10, dtype=np.float32)
-        for batch in (1,) if args.quick or name != "4096x4096" else (1, 16):
-            group = cases(name, w, x, batch)
-            measure(group, args.rounds, repeat=30 if w.size < 4096 * 4096 else 15)
-            rows_out += _rows(group, name, batch, copy_gbps)
-        if name == "4096x4096":
-            group = activation_cases(w, x)
-            measure(group, args.rounds, repeat=15)
-            rows_out += _rows(group, name, "1 (sparse x)", copy_gbps)
-    print_table(rows_out, ["shape", "batch", "method", "side", "bits_per_element", "ms", "speedup_vs_dense",
-                           "gb_per_s", "of_copy_bandwidth"])
-    musts = {}
-    for label, need in MUSTS.items():
-        row = next(r for r in rows_out if r["shape"] == "4096x4096" and r["batch"] == 1 and r["method"].startswith(label))
-        musts[label] = {"speedup": row["speedup_vs_dense"], "must": need, "met": row["speedup_vs_dense"] >= need}
-        print(f"{label}: {row['speedup_vs_dense']:.2f}x dense (must >= {need}x): "
-              f"{'met' if musts[label]['met'] else 'MISSED'}")
+    rng = np.random.default_rng(0)
+    # x: real values too (the model's attention weights, shuffled), one per shape
+    xs = {name: np.ascontiguousarray(rng.permutation(mats["576x576"].ravel())[: mats[name].shape[1]] * 10,
+                                     dtype=np.float32) for name in shapes}
+    blas_threads: dict[int, Any] = {}
+    for threads in THREADS:
+        numba.set_num_threads(threads)
+        limit = threadpoolctl.threadpool_limits(threads) if threadpoolctl else None
+        if threadpoolctl:
+            blas_threads[threads] = [p["num_threads"] for p in threadpoolctl.threadpool_info()
+                                     if p["user_api"] == "blas"]
+        print(f"threads: numba {numba.get_num_threads()}, BLAS {blas_threads.get(threads)}")
+        for name in shapes:
+            w, x = mats[name], xs[name]
+            for batch in (1,) if args.quick or name != "4096x4096" else (1, 16):
+                group = cases(name, w, x, batch)
+                measure(group, args.rounds, repeat=30 if w.size < 4096 * 4096 else 20)
+                rows_out += _rows(group, name, batch, copy_gbps, threads)
+            if name == "4096x4096":
+                group = activation_cases(w, x)
+                measure(group, args.rounds, repeat=15)
+                rows_out += _rows(group, name, "1 (sparse x)", copy_gbps, threads)
+        if limit is not None:
+            limit.restore_original_limits()
+    print_table(rows_out, ["threads", "shape", "batch", "method", "side", "bits_per_element", "ms",
+                           "speedup_vs_dense", "gb_per_s", "of_copy_bandwidth"])
+    musts: dict[str, Any] = {}
+    for threads in THREADS:
+        for label, need in MUSTS.items():
+            row = next(r for r in rows_out if r["threads"] == threads and r["shape"] == "4096x4096"
+                       and r["batch"] == 1 and r["method"].startswith(label))
+            met = row["speedup_vs_dense"] >= need
+            musts[f"{label} @ {threads} threads"] = {"speedup": row["speedup_vs_dense"], "must": need, "met": met}
+            print(f"{threads} threads, {label}: {row['speedup_vs_dense']:.2f}x dense (must >= {need}x): "
+                  f"{'met' if met else 'MISSED'}")
     path = write_results("sparse_speed", rows_out, {
-        "threads": {"numba": numba.get_num_threads(), "blas": blas_threads},
+        "threads": {"counts": THREADS, "blas_per_count": blas_threads},
         "copy_bandwidth_gb_per_s": copy_gbps, "weights": source, "musts_4096_batch1": musts,
         "notes": "kept values float16, x and y float32; kernel operands prepared once (as a layer keeps them); "
                  "each time is the best of rounds x repeats",
@@ -210,12 +229,12 @@ def main() -> None:
     print(f"wrote {path}")
 
 
-def _rows(group: list[Case], name: str, batch: Any, copy_gbps: float) -> list[dict[str, Any]]:
+def _rows(group: list[Case], name: str, batch: Any, copy_gbps: float, threads: int) -> list[dict[str, Any]]:
     dense = group[0].seconds
     out = []
     for c in group:
-        out.append({"shape": name, "batch": batch, "method": c.method, "side": c.side, "spec": c.spec,
-                    "bits_per_element": round(c.bpe, 3), "seconds": c.seconds, "ms": c.seconds * 1e3,
+        out.append({"threads": threads, "shape": name, "batch": batch, "method": c.method, "side": c.side,
+                    "spec": c.spec, "bits_per_element": round(c.bpe, 3), "seconds": c.seconds, "ms": c.seconds * 1e3,
                     "speedup_vs_dense": dense / c.seconds, "gb_per_s": c.nbytes / c.seconds / GB,
                     "of_copy_bandwidth": c.nbytes / c.seconds / GB / copy_gbps})
     return out

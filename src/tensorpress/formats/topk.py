@@ -103,6 +103,11 @@ class TopK(Codec):
         return _sparse.from_rows(tol, x.shape, self.axis)
 
     # --- compute on the compressed data ----------------------------------------------------------------
+    def operands(self, enc: Encoded) -> tuple[np.ndarray, np.ndarray]:
+        """(kept values (rows, k) as a kernel operand — float16/float32 —, their positions (rows, k))."""
+        vals, idx, _, _ = self._stored(enc)
+        return _sparse.as_float32_operand(vals), idx
+
     def spmv_dense(self, enc: Encoded, weight: Any, *, backend: str | None = None) -> np.ndarray:
         """``W · x`` for every token ``x`` held sparse in ``enc`` and a dense weight ``W`` (out, in).
 
