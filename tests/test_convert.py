@@ -15,6 +15,7 @@ import tensorpress
 from checkpoint_fixtures import POLICY, SPEC, converted_smollm2, needs, reference_dir, write_small_checkpoint
 from tensorpress.cli import main
 from tensorpress.nn import convert_checkpoint, open_checkpoint
+from tensorpress.nn.convert import model_files, tensor_names
 from tensorpress.nn.sources import CheckpointError
 from test_llm_data import real
 
@@ -117,16 +118,19 @@ def test_conversion_memory_and_speed(smollm2: dict[str, Any]) -> None:
 def test_converted_container(smollm2: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     """Directory and .zip hold every tensor with the policy's spec, the config and the tokenizer files
     (readable with plain zarr), and `tensorpress info` lists them."""
+    files = ["checkpoint/chat_template.jinja", "checkpoint/tokenizer.json", "checkpoint/tokenizer_config.json"]
     with tensorpress.open(smollm2["dir"]) as d, tensorpress.open(smollm2["zip"]) as z:
         rows, zrows = d.info(), z.info()
-        assert [r["name"] for r in rows] == [r["name"] for r in zrows] == list(open_checkpoint(smollm2["gguf"]).entries)
+        names = list(open_checkpoint(smollm2["gguf"]).entries)
+        assert [r["name"] for r in rows] == [r["name"] for r in zrows] == names + files
         assert [r["stored_bytes"] for r in rows] == [r["stored_bytes"] for r in zrows]
         specs = {r["name"]: r["spec"] for r in rows}
         assert specs["model.embed_tokens.weight"] == str(tensorpress.spec(POLICY["model.embed_tokens.weight"]))
         assert specs["model.layers.7.self_attn.k_proj.weight"] == str(tensorpress.spec(LAYOUTS["Q4_0"]))
         assert specs["model.layers.7.mlp.up_proj.weight"] == str(tensorpress.spec(SPEC))
         assert specs["model.layers.7.post_attention_layernorm.weight"] == "raw()"
-        total = sum(r["stored_bytes"] for r in rows)
+        assert specs["checkpoint/tokenizer.json"].startswith("zstd(")
+        total = sum(r["stored_bytes"] for r in rows if r["name"] in names)
         assert 0.8e8 < total < 0.95e8  # about 5.2 bits per weight
         source = open_checkpoint(smollm2["gguf"])
         np.testing.assert_array_equal(d.read("model.norm.weight"), source.read("model.norm.weight"))
@@ -136,10 +140,12 @@ def test_converted_container(smollm2: dict[str, Any], capsys: pytest.CaptureFixt
     assert meta["version"] == 1 and meta["config"]["model_type"] == "llama"
     assert meta["config"]["num_hidden_layers"] == 30 and meta["config"]["tie_word_embeddings"] is True
     assert meta["source"] == {"name": smollm2["gguf"].name, "format": "gguf", "bytes": 98362432}
-    assert set(meta["files"]) >= {"tokenizer.json", "tokenizer_config.json"}
-    assert len(json.loads(meta["files"]["tokenizer.json"]["text"])["model"]["vocab"]) == 49152
+    assert sorted(meta["files"].values()) == files
+    text = zarr.open_array(str(smollm2["dir"] / meta["files"]["tokenizer.json"]), mode="r")[:].tobytes()
+    assert len(json.loads(text)["model"]["vocab"]) == 49152
     code, out, _ = run(capsys, "info", smollm2["zip"])
-    assert code == 0 and "model.layers.29.mlp.down_proj.weight" in out and "total (272 tensors)" in out
+    assert code == 0 and "model.layers.29.mlp.down_proj.weight" in out and "checkpoint/tokenizer.json" in out
+    assert "total (275 tensors)" in out  # 272 tensors and 3 tokenizer files
 
 
 def test_bad_sources_fail_in_one_line_and_write_nothing(smollm2: dict[str, Any], tmp_path: Path,
@@ -187,16 +193,16 @@ def test_hf_directory_with_shards(small: tuple[Path, dict[str, np.ndarray]], tmp
     out = convert_checkpoint(folder, tmp_path / "small", spec="raw",
                              policy={"*.mlp.*": "quant(bits=8, group=64)"}, progress=False)
     with tensorpress.open(out) as c:
-        assert list(c) == list(tensors)
+        meta = c.attrs["checkpoint"]
+        assert tensor_names(c, meta) == list(tensors)
+        assert model_files(c, meta)["tokenizer.json"] == (folder / "tokenizer.json").read_bytes()
         for name, x in tensors.items():
             y = c.read(name)
             if ".mlp." in name:
                 assert np.max(np.abs(y - x)) <= np.ptp(x) / 255
             else:
                 np.testing.assert_array_equal(y, x)
-        meta = c.attrs["checkpoint"]
     assert meta["config"]["num_hidden_layers"] == 2 and meta["source"]["format"] == "hf-directory"
-    assert meta["files"]["tokenizer.json"]["text"].encode() == (folder / "tokenizer.json").read_bytes()
 
 
 def test_bfloat16_safetensors_file(tmp_path: Path) -> None:

@@ -134,9 +134,12 @@ def export_gguf(container: str | os.PathLike[str], out: str | os.PathLike[str], 
     target = Path(os.fspath(out))
     with tensorpress.open(container) as c:
         arch_name, names, heads = _naming(c)
+        files = set(((c.attrs.get("checkpoint") or {}).get("files") or {}).values())
         plan = []
         for row in c.info():
             name, shape = row["name"], tuple(row["shape"])
+            if name in files:  # tokenizer files: a GGUF model keeps its tokenizer as metadata, not tensors
+                continue
             kind = gguf_type(tensorpress.spec(row["spec"]), shape)
             if kind is not None and name.endswith("norm.weight") and ARCHITECTURES[arch_name].norm_offset:
                 kind = None  # Gemma norms get their offset back, which needs the decoded values

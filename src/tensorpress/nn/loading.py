@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import MissingDependencyError
-from .convert import model_files, read_checkpoint_attrs
+from .convert import model_files, read_checkpoint_attrs, tensor_names
 from .sources import CheckpointError
 
 MODES = ("decoded", "compressed")
@@ -45,9 +45,10 @@ def load(path: str | os.PathLike[str], *, mode: str = "decoded") -> tuple[Any, A
             raise CheckpointError(f"{container.path} holds no model config (its source had none); convert a "
                                   "source with a config.json next to the weights")
         with tempfile.TemporaryDirectory(prefix="tensorpress-model-") as tmp:
-            config, tokenizer = _config_and_tokenizer(transformers, meta, Path(tmp))
+            files = model_files(container, meta)
+            config, tokenizer = _config_and_tokenizer(transformers, meta["config"], files, Path(tmp))
         model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        _fill(torch, model, container, mode)
+        _fill(torch, model, container, tensor_names(container, meta), mode)
     model.eval()
     return model, tokenizer
 
@@ -61,11 +62,11 @@ def _imports() -> tuple[Any, Any]:
     return torch, transformers
 
 
-def _config_and_tokenizer(transformers: Any, meta: dict[str, Any], folder: Path) -> tuple[Any, Any]:
+def _config_and_tokenizer(transformers: Any, config_dict: dict[str, Any], files: dict[str, bytes],
+                          folder: Path) -> tuple[Any, Any]:
     import json
 
-    (folder / "config.json").write_text(json.dumps(meta["config"]), encoding="utf-8")
-    files = model_files(meta)
+    (folder / "config.json").write_text(json.dumps(config_dict), encoding="utf-8")
     for name, data in files.items():
         (folder / name).write_bytes(data)
     config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
@@ -75,14 +76,13 @@ def _config_and_tokenizer(transformers: Any, meta: dict[str, Any], folder: Path)
     return config, tokenizer
 
 
-def _fill(torch: Any, model: Any, container: Any, mode: str) -> None:
+def _fill(torch: Any, model: Any, container: Any, stored: list[str], mode: str) -> None:
     """Put every stored tensor into ``model``; in compressed mode swap eligible Linear layers."""
     from .linear import CompressedLinear
 
     params = dict(model.named_parameters(remove_duplicate=False))
     persistent = {n: b for n, b in model.named_buffers() if n in model.state_dict()}
     targets = {**params, **persistent}
-    stored = list(container)
     unknown = [n for n in stored if n not in targets]
     if unknown:
         raise CheckpointError(f"{container.path}: tensor(s) {unknown[:3]} are not in the "
