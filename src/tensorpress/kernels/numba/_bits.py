@@ -265,11 +265,52 @@ def expand64_fma(typingctx, acc, vals, k, x, base, table, bitmap, offset):
     return sig, codegen
 
 
+#: rows per parallel task: scratch buffers are allocated once per task, not once per row
+TASK_ROWS = 16
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def task_rows(task, rows):  # numba infers the types
+    """The range of rows of parallel task ``task``."""
+    return task * TASK_ROWS, min(rows, (task + 1) * TASK_ROWS)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def tasks(rows):  # numba infers the types
+    """Parallel tasks for ``rows`` rows."""
+    return (rows + TASK_ROWS - 1) // TASK_ROWS
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def dense_row_dot(w, xt, out_row):  # numba infers the types
+    """``out_row[b] = w · xt[b]`` for every b: four right-hand sides per pass over ``w`` (float32)."""
+    batch, width = xt.shape
+    b = 0
+    while b + 4 <= batch:
+        x0, x1, x2, x3 = xt[b], xt[b + 1], xt[b + 2], xt[b + 3]
+        s0 = s1 = s2 = s3 = np.float32(0.0)
+        for c in range(width):
+            wc = w[c]
+            s0 += wc * x0[c]
+            s1 += wc * x1[c]
+            s2 += wc * x2[c]
+            s3 += wc * x3[c]
+        out_row[b], out_row[b + 1], out_row[b + 2], out_row[b + 3] = s0, s1, s2, s3
+        b += 4
+    while b < batch:
+        xb = xt[b]
+        s = np.float32(0.0)
+        for c in range(width):
+            s += w[c] * xb[c]
+        out_row[b] = s
+        b += 1
+
+
 @contextlib.contextmanager
-def balanced(rows: int = 32) -> Iterator[None]:
-    """Run the parallel loops inside in chunks of ``rows`` iterations that threads take as they free up, so
-    a thread slowed down by other work on the machine does not hold the others up at the end."""
-    previous = numba.set_parallel_chunksize(rows)
+def balanced(chunk: int = 2) -> Iterator[None]:
+    """Run the parallel loops inside in chunks of ``chunk`` tasks that threads take as they free up, so a
+    thread slowed down by other work on the machine does not hold the others up at the end."""
+    previous = numba.set_parallel_chunksize(chunk)
     try:
         yield
     finally:

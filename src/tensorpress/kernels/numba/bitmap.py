@@ -5,7 +5,8 @@
 256-entry table, multiplied with the 8 entries of ``x`` and accumulated — a few instructions per 8
 columns, no gathers, no dense row. Elsewhere, and for ``matmul``, the columns of a row's values are listed
 first without branches (each byte appends a table row of set-bit positions and advances by its popcount),
-then the products run over those columns.
+then the products run over those columns. ``matmul`` expands one row at a time into a row buffer that stays
+in L1 and takes its dot products with ``X``'s columns, four at a time.
 """
 
 from __future__ import annotations
@@ -14,7 +15,17 @@ import numba
 import numpy as np
 
 from ..dispatch import kernel
-from ._bits import balanced, expand8_fma, expand64_fma, expansion_table, has_avx2, to_f32
+from ._bits import (
+    balanced,
+    dense_row_dot,
+    expand8_fma,
+    expand64_fma,
+    expansion_table,
+    has_avx2,
+    task_rows,
+    tasks,
+    to_f32,
+)
 
 _POSITIONS = np.array([[j for j in range(8) if b >> j & 1] + [0] * (8 - bin(b).count("1")) for b in range(256)],
                       dtype=np.int32)
@@ -38,11 +49,14 @@ def _columns(bitmap_row, positions, counts, col):  # numba infers the types
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _decode(bitmap, vals, offsets, positions, counts, out):  # numba infers the types
-    for r in numba.prange(bitmap.shape[0]):
-        col = np.empty(offsets[r + 1] - offsets[r] + 8, np.int32)
-        k0 = offsets[r]
-        for i in range(_columns(bitmap[r], positions, counts, col)):
-            out[r, col[i]] = vals[k0 + i]
+    rows, nbytes = bitmap.shape
+    for task in numba.prange(tasks(rows)):
+        col = np.empty(8 * nbytes + 8, np.int32)
+        r0, r1 = task_rows(task, rows)
+        for r in range(r0, r1):
+            k0 = offsets[r]
+            for i in range(_columns(bitmap[r], positions, counts, col)):
+                out[r, col[i]] = vals[k0 + i]
 
 
 @kernel("bitmap", "decode", "numba")
@@ -60,14 +74,16 @@ def decode(bitmap: np.ndarray, values: np.ndarray, offsets: np.ndarray, cols: in
 
 @numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)
 def _matvec(bitmap, vals, offsets, x, positions, counts, y):  # numba infers the types
-    for r in numba.prange(bitmap.shape[0]):
-        k0 = offsets[r]
-        col = np.empty(offsets[r + 1] - k0 + 8, np.int32)
-        nnz = _columns(bitmap[r], positions, counts, col)
-        acc = np.float32(0.0)
-        for i in range(nnz):
-            acc += to_f32(vals[k0 + i]) * x[col[i]]
-        y[r] = acc
+    rows, nbytes = bitmap.shape
+    for task in numba.prange(tasks(rows)):
+        col = np.empty(8 * nbytes + 8, np.int32)
+        r0, r1 = task_rows(task, rows)
+        for r in range(r0, r1):
+            k0 = offsets[r]
+            acc = np.float32(0.0)
+            for i in range(_columns(bitmap[r], positions, counts, col)):
+                acc += to_f32(vals[k0 + i]) * x[col[i]]
+            y[r] = acc
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)
@@ -75,29 +91,31 @@ def _matvec_avx2(bitmap, vals, offsets, x, expand, positions, counts, y):  # num
     rows, nbytes = bitmap.shape
     total = vals.shape[0]
     flat = bitmap.reshape(rows * nbytes)
-    for r in numba.prange(rows):
-        br = bitmap[r]
-        if offsets[r + 1] + 8 <= total:  # the 8-wide loads stay inside the values
-            acc = np.zeros(32, np.float32)
-            k = offsets[r]
-            row0 = r * nbytes
-            b = 0
-            while b + 8 <= nbytes:  # a word of 64 columns per step
-                k = expand64_fma(acc, vals, k, x, 8 * b, expand, flat, row0 + b)  # type: ignore[call-arg]
-                b += 8
-            while b < nbytes:
-                byte = br[b]
-                expand8_fma(acc, 0, vals, k, x, 8 * b, expand, byte)  # type: ignore[call-arg]
-                k += counts[byte]
-                b += 1
-            y[r] = acc.sum()
-        else:
-            k0 = offsets[r]
-            col = np.empty(offsets[r + 1] - k0 + 8, np.int32)
-            acc1 = np.float32(0.0)
-            for i in range(_columns(br, positions, counts, col)):
-                acc1 += to_f32(vals[k0 + i]) * x[col[i]]
-            y[r] = acc1
+    for task in numba.prange(tasks(rows)):
+        acc = np.empty(32, np.float32)
+        col = np.empty(8 * nbytes + 8, np.int32)
+        r0, r1 = task_rows(task, rows)
+        for r in range(r0, r1):
+            br = bitmap[r]
+            if offsets[r + 1] + 8 <= total:  # the 8-wide loads stay inside the values
+                acc[:] = 0
+                k = offsets[r]
+                b = 0
+                while b + 8 <= nbytes:  # a word of 64 columns per step
+                    k = expand64_fma(acc, vals, k, x, 8 * b, expand, flat, r * nbytes + b)  # type: ignore[call-arg]
+                    b += 8
+                while b < nbytes:
+                    byte = br[b]
+                    expand8_fma(acc, 0, vals, k, x, 8 * b, expand, byte)  # type: ignore[call-arg]
+                    k += counts[byte]
+                    b += 1
+                y[r] = acc.sum()
+            else:
+                k0 = offsets[r]
+                acc1 = np.float32(0.0)
+                for i in range(_columns(br, positions, counts, col)):
+                    acc1 += to_f32(vals[k0 + i]) * x[col[i]]
+                y[r] = acc1
 
 
 @kernel("bitmap", "matvec", "numba")
@@ -106,29 +124,29 @@ def matvec(bitmap: np.ndarray, values: np.ndarray, offsets: np.ndarray, x: np.nd
     y = np.zeros(bitmap.shape[0], np.float32)
     if values.size:
         args = (np.ascontiguousarray(bitmap), _bits_operand(values), offsets, np.ascontiguousarray(x))
-        if AVX2:
-            with balanced():
+        with balanced():
+            if AVX2:
                 _matvec_avx2(*args, _EXPAND, _POSITIONS, _COUNTS, y)
-        else:
-            with balanced():
+            else:
                 _matvec(*args, _POSITIONS, _COUNTS, y)
     return y
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)
-def _matmul(bitmap, vals, offsets, x, positions, counts, out):  # numba infers the types
-    batch = x.shape[1]
-    for r in numba.prange(bitmap.shape[0]):
-        k0 = offsets[r]
-        col = np.empty(offsets[r + 1] - k0 + 8, np.int32)
-        nnz = _columns(bitmap[r], positions, counts, col)
-        acc = np.zeros(batch, np.float32)
-        for i in range(nnz):
-            v = to_f32(vals[k0 + i])
-            xr = x[col[i]]
-            for b in range(batch):
-                acc[b] += v * xr[b]
-        out[r] = acc
+def _matmul(bitmap, vals, offsets, xt, positions, counts, out):  # numba infers the types
+    rows, nbytes = bitmap.shape
+    for task in numba.prange(tasks(rows)):
+        col = np.empty(8 * nbytes + 8, np.int32)
+        w = np.zeros(xt.shape[1], np.float32)
+        r0, r1 = task_rows(task, rows)
+        for r in range(r0, r1):
+            k0 = offsets[r]
+            nnz = _columns(bitmap[r], positions, counts, col)
+            for i in range(nnz):
+                w[col[i]] = to_f32(vals[k0 + i])
+            dense_row_dot(w, xt, out[r])
+            for i in range(nnz):
+                w[col[i]] = 0.0
 
 
 @kernel("bitmap", "matmul", "numba")
@@ -137,7 +155,7 @@ def matmul(bitmap: np.ndarray, values: np.ndarray, offsets: np.ndarray, x: np.nd
     out = np.zeros((bitmap.shape[0], x.shape[1]), np.float32)
     if values.size and x.shape[1]:
         with balanced():
-            _matmul(np.ascontiguousarray(bitmap), _bits_operand(values), offsets, np.ascontiguousarray(x),
+            _matmul(np.ascontiguousarray(bitmap), _bits_operand(values), offsets, np.ascontiguousarray(x.T),
                     _POSITIONS, _COUNTS, out)
     return out
 

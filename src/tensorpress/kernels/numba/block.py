@@ -1,8 +1,9 @@
 """Numba CPU kernels for ``block`` (operands: :mod:`tensorpress.kernels.reference.block`), parallel over
-block-rows. The block shape is a compile-time constant (passed as the lengths of two tuples), so the loops
+blocks of block-rows. The block shape is a compile-time constant (passed as the lengths of two tuples), so the loops
 over a block unroll into short multiply-adds on consecutive entries of ``x``. On x86 hosts with AVX2, 1×4
 blocks go two at a time: their 8 values (float16 converted in the register) against the two 4-entry
-pieces of ``x`` in one 8-lane multiply-add.
+pieces of ``x`` in one 8-lane multiply-add. ``matmul`` expands one block-row at a time into row buffers
+that stay in L1 and takes their dot products with ``X``'s columns.
 """
 
 from __future__ import annotations
@@ -11,18 +12,20 @@ import numba
 import numpy as np
 
 from ..dispatch import kernel
-from ._bits import balanced, blocks14_fma, has_avx2, to_f32
+from ._bits import balanced, blocks14_fma, dense_row_dot, has_avx2, task_rows, tasks, to_f32
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _decode(vals, columns, out):  # numba infers the types
     rb, kept, bh, bw = vals.shape
-    for r in numba.prange(rb):
-        for q in range(kept):
-            c = np.int64(columns[r, q]) * bw
-            for i in range(bh):
-                for j in range(bw):
-                    out[r * bh + i, c + j] = vals[r, q, i, j]
+    for task in numba.prange(tasks(rb)):
+        r0, r1 = task_rows(task, rb)
+        for r in range(r0, r1):
+            for q in range(kept):
+                c = np.int64(columns[r, q]) * bw
+                for i in range(bh):
+                    for j in range(bw):
+                        out[r * bh + i, c + j] = vals[r, q, i, j]
 
 
 @kernel("block", "decode", "numba")
@@ -42,17 +45,19 @@ def _matvec(vals, columns, bh_tuple, bw_tuple, x, y):  # numba infers the types
     bh = len(bh_tuple)
     bw = len(bw_tuple)
     rb, kept = columns.shape
-    for r in numba.prange(rb):
-        vr = vals[r]  # (kept · bh · bw,)
-        cr = columns[r]
-        for i in range(bh):
-            acc = np.float32(0.0)
-            for q in range(kept):
-                xs = x[np.int64(cr[q]) * bw :]
-                base = (q * bh + i) * bw
-                for j in range(bw):
-                    acc += to_f32(vr[base + j]) * xs[j]
-            y[r * bh + i] = acc
+    for task in numba.prange(tasks(rb)):
+        r0, r1 = task_rows(task, rb)
+        for r in range(r0, r1):
+            vr = vals[r]  # (kept · bh · bw,)
+            cr = columns[r]
+            for i in range(bh):
+                acc = np.float32(0.0)
+                for q in range(kept):
+                    xs = x[np.int64(cr[q]) * bw :]
+                    base = (q * bh + i) * bw
+                    for j in range(bw):
+                        acc += to_f32(vr[base + j]) * xs[j]
+                y[r * bh + i] = acc
 
 
 AVX2 = has_avx2()
@@ -61,25 +66,28 @@ AVX2 = has_avx2()
 @numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)
 def _matvec_14_avx2(vals, columns, x, y):  # numba infers the types
     rb, kept = columns.shape
-    for r in numba.prange(rb):
-        acc = np.zeros(32, np.float32)
-        vr = vals[r]  # (kept · 4,)
-        cr = columns[r]
-        q = 0
-        while q + 8 <= kept:  # 8 blocks, four accumulators
-            for u in range(4):
-                b = q + 2 * u
-                blocks14_fma(acc, 8 * u, vr, 4 * b, x, np.int64(cr[b]) * 4, np.int64(cr[b + 1]) * 4)  # type: ignore[call-arg]
-            q += 8
-        while q + 2 <= kept:
-            blocks14_fma(acc, 0, vr, 4 * q, x, np.int64(cr[q]) * 4, np.int64(cr[q + 1]) * 4)  # type: ignore[call-arg]
-            q += 2
-        total = acc.sum()
-        if q < kept:
-            c = np.int64(cr[q]) * 4
-            for j in range(4):
-                total += to_f32(vr[4 * q + j]) * x[c + j]
-        y[r] = total
+    for task in numba.prange(tasks(rb)):
+        acc = np.empty(32, np.float32)
+        r0, r1 = task_rows(task, rb)
+        for r in range(r0, r1):
+            acc[:] = 0
+            vr = vals[r]  # (kept · 4,)
+            cr = columns[r]
+            q = 0
+            while q + 8 <= kept:  # 8 blocks, four accumulators
+                for u in range(4):
+                    b = q + 2 * u
+                    blocks14_fma(acc, 8 * u, vr, 4 * b, x, np.int64(cr[b]) * 4, np.int64(cr[b + 1]) * 4)  # type: ignore[call-arg]
+                q += 8
+            while q + 2 <= kept:
+                blocks14_fma(acc, 0, vr, 4 * q, x, np.int64(cr[q]) * 4, np.int64(cr[q + 1]) * 4)  # type: ignore[call-arg]
+                q += 2
+            total = acc.sum()
+            if q < kept:
+                c = np.int64(cr[q]) * 4
+                for j in range(4):
+                    total += to_f32(vr[4 * q + j]) * x[c + j]
+            y[r] = total
 
 
 @kernel("block", "matvec", "numba")
@@ -98,20 +106,24 @@ def matvec(values: np.ndarray, columns: np.ndarray, x: np.ndarray) -> np.ndarray
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)
-def _matmul(vals, columns, x, out):  # numba infers the types
+def _matmul(vals, columns, xt, out):  # numba infers the types
     rb, kept, bh, bw = vals.shape
-    batch = x.shape[1]
-    for r in numba.prange(rb):
-        acc = np.zeros((bh, batch), np.float32)
-        for q in range(kept):
-            c = np.int64(columns[r, q]) * bw
+    for task in numba.prange(tasks(rb)):
+        w = np.zeros((bh, xt.shape[1]), np.float32)
+        r0, r1 = task_rows(task, rb)
+        for r in range(r0, r1):
+            for q in range(kept):
+                c = np.int64(columns[r, q]) * bw
+                for i in range(bh):
+                    for j in range(bw):
+                        w[i, c + j] = to_f32(vals[r, q, i, j])
             for i in range(bh):
-                for j in range(bw):
-                    v = to_f32(vals[r, q, i, j])
-                    xr = x[c + j]
-                    for b in range(batch):
-                        acc[i, b] += v * xr[b]
-        out[r * bh : (r + 1) * bh] = acc
+                dense_row_dot(w[i], xt, out[r * bh + i])
+            for q in range(kept):
+                c = np.int64(columns[r, q]) * bw
+                for i in range(bh):
+                    for j in range(bw):
+                        w[i, c + j] = 0.0
 
 
 @kernel("block", "matmul", "numba")
@@ -121,7 +133,7 @@ def matmul(values: np.ndarray, columns: np.ndarray, x: np.ndarray) -> np.ndarray
     out = np.zeros((rb * bh, x.shape[1]), np.float32)
     if values.size and x.shape[1]:
         with balanced():
-            _matmul(_bits_operand(values), np.ascontiguousarray(columns), np.ascontiguousarray(x), out)
+            _matmul(_bits_operand(values), np.ascontiguousarray(columns), np.ascontiguousarray(x.T), out)
     return out
 
 
