@@ -3,8 +3,10 @@
     python benchmarks/sparse_speed.py [--threads 2,1] [--rounds 5] [--quick]
 
 Weights are real: SmolLM2-135M's projections (dequantized from its GGUF) at their own shapes (576×576,
-1536×576, 576×1536), and a 4096×4096 matrix filled with the model's weights in order. Without the model,
-stacked scikit-image samples stand in (the JSON says which). Kept values are float16, x and y float32.
+1536×576, 576×1536) — one layer's matrix again and again (it stays in the cache), and every layer's in turn
+(as a forward pass reads them: from memory) — and a 4096×4096 matrix filled with the model's weights in
+order. Without the model, stacked scikit-image samples stand in (the JSON says which). Kept values are
+float16, x and y float32.
 Ours and the dense baseline (NumPy/BLAS float32 ``W @ x``) run with the same thread count: numba's threads
 = the BLAS pool's (set before NumPy loads, limited per run with threadpoolctl), for each count in
 ``--threads`` (default: all cores, then 1). scipy's CSR (float32) is a
@@ -62,8 +64,13 @@ SPECS = {
 MUSTS = {"2:4": 1.3, "bitmap-70%": 1.5, "block-1x4-75%": 2.0}  # speed-up over dense at batch 1, 4096²
 
 
-def llm_matrices() -> tuple[dict[str, np.ndarray], str]:
-    """Real weights: SmolLM2's layer-0 projections and a 4096² matrix of its weights; or scikit-image data."""
+MODEL_SHAPES = {"576x576": "attn_q", "1536x576": "ffn_up", "576x1536": "ffn_down"}
+LAYERS = 30  # SmolLM2-135M's decoder layers
+
+
+def llm_matrices() -> tuple[dict[str, list[np.ndarray]], str]:
+    """Real weights: for each model shape its projection in every layer (SmolLM2's attn_q, ffn_up, ffn_down),
+    and a 4096² matrix of the model's weights in order; or, without the model, scikit-image data."""
     try:
         import gguf
 
@@ -73,17 +80,18 @@ def llm_matrices() -> tuple[dict[str, np.ndarray], str]:
     except Exception as exc:  # the model or the gguf package is missing: say so and use the stand-in
         print(f"SmolLM2 weights unavailable ({exc!r}); stacking scikit-image samples instead", file=sys.stderr)
         flat = real_stack(4096 * 4096 * 4).ravel()
-        mats = {"4096x4096": flat[: 4096 * 4096].reshape(4096, 4096)}
-        for name, shape in (("576x576", (576, 576)), ("1536x576", (1536, 576)), ("576x1536", (576, 1536))):
-            mats[name] = flat[: shape[0] * shape[1]].reshape(shape)
-        return {k: (v - v.mean()) / v.std() for k, v in mats.items()}, "scikit-image samples (stacked)"
+        flat = (flat - flat.mean()) / flat.std()
+        mats = {"4096x4096": [flat[: 4096 * 4096].reshape(4096, 4096)]}
+        for name in MODEL_SHAPES:
+            rows, cols = map(int, name.split("x"))
+            mats[name] = [np.roll(flat, 7919 * i)[: rows * cols].reshape(rows, cols) for i in range(LAYERS)]
+        return mats, "scikit-image samples (stacked)"
 
     def weight(name: str) -> np.ndarray:
         t = next(t for t in reader.tensors if t.name == name)
         return np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
 
-    mats = {"576x576": weight("blk.0.attn_q.weight"), "1536x576": weight("blk.0.ffn_up.weight"),
-            "576x1536": weight("blk.0.ffn_down.weight")}
+    mats = {name: [weight(f"blk.{i}.{part}.weight") for i in range(LAYERS)] for name, part in MODEL_SHAPES.items()}
     pieces, total, layer = [], 0, 0
     while total < 4096 * 4096:
         for part in ("ffn_up", "ffn_gate", "ffn_down", "attn_q", "attn_output"):
@@ -91,7 +99,7 @@ def llm_matrices() -> tuple[dict[str, np.ndarray], str]:
             pieces.append(w)
             total += w.size
         layer += 1
-    mats["4096x4096"] = np.concatenate(pieces)[: 4096 * 4096].reshape(4096, 4096)
+    mats["4096x4096"] = [np.concatenate(pieces)[: 4096 * 4096].reshape(4096, 4096)]
     return mats, f"SmolLM2-135M-Instruct weights (Q4_1 GGUF dequantized; 4096² = layers 0-{layer - 1} in order)"
 
 
@@ -145,6 +153,34 @@ def cases(name: str, w: np.ndarray, x: np.ndarray, batch: int) -> list[Case]:
     return out
 
 
+def stream_cases(ws: list[np.ndarray], x: np.ndarray) -> list[Case]:
+    """One product with each layer's matrix in turn (as a forward pass does): the weights come from memory."""
+    rows, _ = ws[0].shape
+    w32 = [np.ascontiguousarray(w, dtype=np.float32) for w in ws]
+    io = len(ws) * (x.nbytes + rows * 4)
+
+    def dense() -> None:
+        for w in w32:
+            w @ x
+
+    out = [Case(f"dense fp32 (NumPy/BLAS), {len(ws)} layers", "peer", dense, sum(w.nbytes for w in w32) + io, 32.0)]
+    for label, spec in SPECS.items():
+        encs = [tp.encode(w.astype(np.float16), spec) for w in ws]
+        preps = [e.codec.prepare(e) for e in encs]  # type: ignore[attr-defined]  # nm, bitmap and block have it
+        kern = get_kernel(preps[0].codec_id, "matvec", "numba")
+        xp = np.zeros(preps[0].padded, np.float32)
+        xp[: x.shape[0]] = x
+
+        def ours(k: Any = kern, ps: list[Any] = preps, v: np.ndarray = xp) -> None:
+            for p in ps:
+                k(*p.operands, v)
+
+        bpe = sum(e.nbytes for e in encs) * 8 / sum(w.size for w in ws)
+        out.append(Case(f"{label} fp16 (numba), {len(ws)} layers", "ours", ours,
+                        sum(p.nbytes for p in preps) + io, bpe, spec))
+    return out
+
+
 def activation_cases(w: np.ndarray, x: np.ndarray) -> list[Case]:
     """Sparse activations (topk per token) times a dense fp32 weight, against the dense product."""
     rows = w.shape[0]
@@ -187,8 +223,18 @@ def main() -> None:
     shapes = ["4096x4096"] if args.quick else ["4096x4096", "576x576", "1536x576", "576x1536"]
     rng = np.random.default_rng(0)
     # x: real values too (the model's attention weights, shuffled), one per shape
-    xs = {name: np.ascontiguousarray(rng.permutation(mats["576x576"].ravel())[: mats[name].shape[1]] * 10,
+    xs = {name: np.ascontiguousarray(rng.permutation(mats["576x576"][0].ravel())[: mats[name][0].shape[1]] * 10,
                                      dtype=np.float32) for name in shapes}
+    # (shape label, batch, cases, repeats), built once: the encodings are shared by every thread count
+    groups: list[tuple[str, Any, list[Case], int]] = []
+    for name in shapes:
+        w, x = mats[name][0], xs[name]
+        for batch in (1,) if args.quick or name != "4096x4096" else (1, 16):
+            groups.append((name, batch, cases(name, w, x, batch), 30 if w.size < 4096 * 4096 else 20))
+        if name == "4096x4096":
+            groups.append((name, "1 (sparse x)", activation_cases(w, x), 15))
+        else:
+            groups.append((f"{name} x{len(mats[name])}", 1, stream_cases(mats[name], x), 10))
     blas_threads: dict[int, Any] = {}
     for threads in THREADS:
         numba.set_num_threads(threads)
@@ -197,16 +243,11 @@ def main() -> None:
             blas_threads[threads] = [p["num_threads"] for p in threadpoolctl.threadpool_info()
                                      if p["user_api"] == "blas"]
         print(f"threads: numba {numba.get_num_threads()}, BLAS {blas_threads.get(threads)}")
-        for name in shapes:
-            w, x = mats[name], xs[name]
-            for batch in (1,) if args.quick or name != "4096x4096" else (1, 16):
-                group = cases(name, w, x, batch)
-                measure(group, args.rounds, repeat=30 if w.size < 4096 * 4096 else 20)
-                rows_out += _rows(group, name, batch, copy_gbps, threads)
-            if name == "4096x4096":
-                group = activation_cases(w, x)
-                measure(group, args.rounds, repeat=15)
-                rows_out += _rows(group, name, "1 (sparse x)", copy_gbps, threads)
+        for label, batch, group, repeat in groups:
+            for case in group:
+                case.seconds = float("inf")
+            measure(group, args.rounds, repeat)
+            rows_out += _rows(group, label, batch, copy_gbps, threads)
         if limit is not None:
             limit.restore_original_limits()
     print_table(rows_out, ["threads", "shape", "batch", "method", "side", "bits_per_element", "ms",
