@@ -206,47 +206,51 @@ def judge(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[s
     return must, verdicts
 
 
-def short(method: str) -> str:
-    """``quant(bits=4, group=64, axis=-1, symmetric=true, ...)`` -> ``4b g64 sym``; ``gguf Q4_0`` -> ``Q4_0``."""
-    if method.startswith("gguf "):
-        return method[5:]
+def family(method: str) -> str:
+    """``quant(bits=4, group=64, axis=-1, symmetric=true, ...)`` -> ``g64 sym`` (the layout, bits aside)."""
     cfg = dict(re.findall(r"(\w+)=([\w.-]+)", method))
-    axis = "" if cfg["axis"] == "-1" else f" axis{cfg['axis']}"
-    return f"{cfg['bits']}b g{cfg['group']} {'sym' if cfg['symmetric'] == 'true' else 'asym'}{axis}"
+    axis = "" if cfg["axis"] == "-1" else f" axis={cfg['axis']}"
+    return f"g{cfg['group']} {'sym' if cfg['symmetric'] == 'true' else 'asym'}{axis}"
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Perplexity vs bits per weight: a row per model and text, the whole range and the 4-5.6 bit zoom;
+    ours as one line per layout, GGUF types as red squares."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models, texts = sorted({r["model"] for r in rows}), sorted({r["text"] for r in rows})
-    fig, axes = plt.subplots(len(models), len(texts), figsize=(7 * len(texts), 5 * len(models)), squeeze=False)
-    for (i, model), (j, text) in ((m, t) for m in enumerate(models) for t in enumerate(texts)):
-        ax, group = axes[i][j], [r for r in rows if (r["model"], r["text"]) == (model, text)]
-        refs = [r["perplexity"] for r in group if r["side"] == "reference"]
-        top = 20 * refs[0] if refs else max(r["perplexity"] for r in group)
-        if refs:
-            ax.axhline(refs[0], color="k", ls="--", lw=1, label=f"fp32 reference {refs[0]:.2f} (32 bits)")
-        for side, marker, colour in (("ours", "o", "tab:blue"), ("peer", "s", "tab:red")):
-            pts = [r for r in group if r["side"] == side]
-            ax.scatter([r["bits_per_weight"] for r in pts], [min(r["perplexity"], top) for r in pts],
-                       marker=marker, color=colour, zorder=3,
-                       label="quant (ours)" if side == "ours" else "GGUF, gguf package (peer)")
-            for r in pts:
-                label = short(r["method"]) + ("*" if r["on_grid_pct"] >= ON_GRID_PCT else "")
-                label += "" if r["perplexity"] <= top else f" ({r['perplexity']:.3g}, off scale)"
-                ax.annotate(label, (r["bits_per_weight"], min(r["perplexity"], top)), textcoords="offset points",
-                            xytext=(3, 3), fontsize=6, color=colour)
-        ax.set(yscale="log", ylim=(None, top * 1.5), xlabel="bits per weight (all stored weights)",
-               ylabel="perplexity", title=f"{model}, held-out {text} ({group[0]['tokens']} tokens, context "
-               f"{group[0]['context']})")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8, loc="upper right")
-    fig.suptitle("Perplexity vs size. * = on the grid the model was published in (lossless there by construction)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    panels = sorted({(r["model"], r["text"]) for r in rows})
+    families = sorted({family(r["method"]) for r in rows if r["side"] == "ours"})
+    colours = dict(zip(families, [c for k, c in enumerate(plt.get_cmap("tab10").colors) if k != 3], strict=False))
+    fig, axes = plt.subplots(len(panels), 2, figsize=(14, 4.8 * len(panels)), squeeze=False)
+    for (model, text), pair in zip(panels, axes, strict=True):
+        group = [r for r in rows if (r["model"], r["text"]) == (model, text)]
+        ref = next((r["perplexity"] for r in group if r["side"] == "reference"), min(r["perplexity"] for r in group))
+        for ax, (x_lim, top) in zip(pair, (((1.9, 9.3), 10 * ref), ((3.95, 5.65), 2.6 * ref)), strict=True):
+            ax.axhline(ref, color="k", ls="--", lw=1, label=f"fp32 reference {ref:.2f} (32 bits)")
+            for fam in families:
+                pts = sorted((r["bits_per_weight"], r["perplexity"]) for r in group
+                             if r["side"] == "ours" and family(r["method"]) == fam and r["perplexity"] <= top)
+                ax.plot([b for b, _ in pts], [p for _, p in pts], "o-", ms=4, lw=1, color=colours[fam],
+                        label=f"quant {fam}")
+            off = [r["bits_per_weight"] for r in group if r["perplexity"] > top and x_lim[0] <= r["bits_per_weight"]]
+            if off:
+                ax.scatter(off, [top] * len(off), marker="^", color="grey", label=f"off scale (> {top:.0f})")
+            for r in (r for r in group if r["side"] == "peer" and r["perplexity"] <= top):
+                ax.scatter([r["bits_per_weight"]], [r["perplexity"]], marker="s", s=40, color="tab:red", zorder=5)
+                star = "*" if r["on_grid_pct"] >= ON_GRID_PCT else ""
+                ax.annotate(r["method"].removeprefix("gguf ") + star, (r["bits_per_weight"], r["perplexity"]),
+                            textcoords="offset points", xytext=(-8, 7), fontsize=8, color="tab:red")
+            ax.set(yscale="log", xlim=x_lim, ylim=(0.95 * ref, 1.2 * top), xlabel="bits per weight (all stored)",
+                   ylabel="perplexity", title=f"{model}, held-out {text} ({group[0]['tokens']} tokens, context "
+                   f"{group[0]['context']})" + (", zoom" if top < 10 * ref else ""))
+            ax.grid(alpha=0.3, which="both")
+        pair[0].legend(fontsize=7, loc="upper right")
+    fig.suptitle("Perplexity vs size: quant layouts (lines) and GGUF types (red squares, * = on the published grid)")
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -288,7 +292,12 @@ def main(argv: list[str] | None = None) -> None:
         print_table(verdicts, ["model", "text", "budget_bits", "best_peer", "peer_perplexity", "best_ours",
                                "ours_bits", "ours_perplexity", "ours_vs_peer_pct", "pass"])
     runtime = time.perf_counter() - start
-    print(f"\nwall time of this run: {runtime:.0f} s (cached rows are not re-run)")
+    seconds = {f"{m}, {t}": {"perplexity_s_per_row": float(np.mean([r["eval_s"] for r in g])),
+                             "quantize_s_per_method": float(np.mean([r.get("quantize_s", 0.0) for r in g]))}
+               for m, t in sorted({(r["model"], r["text"]) for r in rows})
+               for g in [[r for r in rows if (r["model"], r["text"]) == (m, t)]]}
+    print(f"\nwall time of this run: {runtime:.0f} s (cached rows are not re-run); mean seconds when measured "
+          f"(shared 2-core machine): {json.dumps(seconds)}")
     extra = {
         "settings": {"context": CONTEXT, "tokens": {m: args.tokens or t for m, t in TOKENS.items()},
                      "texts": "held-out split of tensorpress.datasets.llm.text_split(text)",
@@ -300,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
                                   "Gemma 3 Q4_K_M mix: Q4_K/Q5_0/Q6_K/Q8_0 + Q8_0 embedding)",
                      "budget_slack_bits": BUDGET_SLACK, "judged_peers": JUDGED_PEERS,
                      "not_judged": f"rows with on_grid_pct >= {ON_GRID_PCT:g} (on the published grid)"},
-        "must_8bit": must, "judgement": verdicts, "runtime_s_this_run": runtime,
+        "must_8bit": must, "judgement": verdicts, "runtime_s_this_run": runtime, "seconds": seconds,
     }
     path = write_results("llm_quality", rows, extra)
     plot(rows, RESULTS / "llm_quality.png")
