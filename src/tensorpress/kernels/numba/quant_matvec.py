@@ -1,0 +1,235 @@
+"""Numba CPU products with a ``quant`` weight, computed from the packed codes (operands: see
+:mod:`tensorpress.kernels.reference.quant_matvec`). ``W`` is never dense in memory.
+
+``matvec`` uses the per-group sum trick,
+``y[r] = Σ_g scale[r, g] · (Σ_{j∈g} x_j · code[r, j]) + offset[r, g] · Σ_{j∈g} x_j``, the group sums of ``x``
+taken once per call. For 2, 4 and 8 bits on rows that fill whole 32-bit words, the
+codes are read as uint32 words of ``k = 32 / bits`` codes, eight words at a time; ``x`` is laid out as ``k``
+planes (plane ``t`` holds ``x[t], x[t + k], …``) so that code ``t`` of eight words meets eight consecutive
+entries of plane ``t``: shift, mask, convert and multiply-add on 8 lanes, with no shuffles and no gathers.
+That inner step is written as LLVM vector IR (:func:`planes_dot`), the same on every host (AVX2 on x86).
+Groups of 8 words or more take one scale per group; smaller groups (``group < 8k``, e.g. 4-bit groups of
+32) take per-lane scales inside the step. Other bit widths and layouts decode one group at a time into a
+small buffer and take its dot product with ``x``.
+
+``matmul`` (a few right-hand sides) dequantizes one row at a time into a buffer that stays in L1, exactly as
+``decode`` does, and takes its dot products with the columns of ``X``, four at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ..dispatch import kernel
+from ._bits import balanced, dense_row_dot, task_rows, tasks, unpack_codes
+from .quant import _group_span
+
+_F32 = ir.FloatType()
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+_V8F = ir.VectorType(_F32, 8)
+_V8I = ir.VectorType(_I32, 8)
+# fused multiply-adds allowed, reassociation not: LLVM would otherwise fold the independent chains of a
+# step back into one serial chain of multiply-adds
+_FLAGS = ("contract",)
+
+
+def _at(context: Any, builder: Any, arrtype: Any, arr: Any, offset: Any, ty: Any) -> Any:
+    """Pointer to element ``offset`` of a numba array, as ``ty*``."""
+    data = context.make_array(arrtype)(context, builder, arr).data
+    return builder.bitcast(builder.gep(data, [offset]), ty.as_pointer())
+
+
+def _splat(value: int) -> Any:
+    return ir.Constant(_V8I, [value] * 8)
+
+
+@intrinsic
+def planes_dot(typingctx, words, w0, xp, plane, nsteps, scales, s0, gshift, bits_t, spread_t):
+    """``Σ scale · code · x`` over the first ``nsteps`` steps of eight uint32 words of a row that starts at
+    ``words[w0]``; ``x`` is read from the planes ``xp`` (plane ``t`` at ``xp[t · plane]``, indexed by word).
+
+    ``len(bits_t)`` is the code width (2, 4 or 8), a compile-time constant. Word ``c`` of the row belongs to
+    group ``c >> gshift`` (groups are ``2**gshift`` words), whose scale is ``scales.flat[s0 + group]``.
+    ``len(spread_t)`` is how many groups one step covers: 1 (one scale, broadcast) or 2, 4, 8 (a scale per
+    lane, picked from consecutive scales). Returns float32.
+    """
+    if words.dtype != types.uint32 or xp.dtype != types.float32 or scales.dtype != types.float32:
+        return None
+    if not (isinstance(bits_t, types.UniTuple) and isinstance(spread_t, types.UniTuple)):
+        return None
+    bits, spread = bits_t.count, spread_t.count
+    if bits not in (2, 4, 8) or spread not in (1, 2, 4, 8):
+        return None
+    if not all(isinstance(t, types.Integer) for t in (w0, plane, nsteps, s0, gshift)):
+        return None
+    sig = types.float32(words, w0, xp, plane, nsteps, scales, s0, gshift, bits_t, spread_t)
+
+    def codegen(context, builder, signature, args):
+        words_, w0_, xp_, plane_, nsteps_, scales_, s0_, gshift_, _, _ = args
+        st = signature.args
+        w0v, planev, nstepsv, s0v, gshiftv = (context.cast(builder, v, t, types.int64)
+                                             for v, t in zip((w0_, plane_, nsteps_, s0_, gshift_),
+                                                             (st[1], st[3], st[4], st[6], st[7]), strict=True))
+        acc_ptr = cgutils.alloca_once_value(builder, ir.Constant(_V8F, [0.0] * 8))
+        k = 32 // bits
+        mask = _splat((1 << bits) - 1)
+        with cgutils.for_range(builder, nstepsv) as loop:
+            c = builder.mul(loop.index, ir.Constant(_I64, 8))
+            wv = builder.load(_at(context, builder, st[0], words_, builder.add(w0v, c), _V8I), align=4)
+            chains: list[Any] = [None] * 4
+            for t in range(k):
+                v = wv if t == 0 else builder.lshr(wv, _splat(bits * t))
+                if bits * (t + 1) < 32:
+                    v = builder.and_(v, mask)
+                code = builder.sitofp(v, _V8F)  # codes < 256: the signed conversion is exact and cheaper
+                off = builder.add(builder.mul(planev, ir.Constant(_I64, t)), c)
+                xv = builder.load(_at(context, builder, st[2], xp_, off, _V8F), align=4)
+                prod = builder.fmul(code, xv, flags=_FLAGS)
+                j = t % 4
+                chains[j] = prod if chains[j] is None else builder.fadd(chains[j], prod, flags=_FLAGS)
+            live = [ch for ch in chains if ch is not None]
+            while len(live) > 1:
+                live = [builder.fadd(live[i], live[i + 1], flags=_FLAGS) if i + 1 < len(live) else live[i]
+                        for i in range(0, len(live), 2)]
+            first = builder.add(s0v, builder.ashr(c, gshiftv))
+            vs = ir.VectorType(_F32, spread)
+            small = builder.load(_at(context, builder, st[5], scales_, first, vs), align=4)
+            lanes = builder.shuffle_vector(small, small, ir.Constant(_V8I, [lane * spread // 8 for lane in range(8)]))
+            acc = builder.fadd(builder.load(acc_ptr), builder.fmul(live[0], lanes, flags=_FLAGS), flags=_FLAGS)
+            builder.store(acc, acc_ptr)
+        acc = builder.load(acc_ptr)
+        lanes8 = [builder.extract_element(acc, ir.Constant(_I32, i)) for i in range(8)]
+        pairs = [builder.fadd(lanes8[i], lanes8[i + 4], flags=_FLAGS) for i in range(4)]
+        return builder.fadd(builder.fadd(pairs[0], pairs[2], flags=_FLAGS),
+                            builder.fadd(pairs[1], pairs[3], flags=_FLAGS), flags=_FLAGS)
+
+    return sig, codegen
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _code_at(packed, pos, bits):  # numba infers the types
+    """The code starting at bit ``pos`` of the LSB-first stream."""
+    byte = pos >> 3
+    shift = pos & 7
+    v = np.uint32(packed[byte]) >> shift
+    if shift + bits > 8:
+        v |= np.uint32(packed[byte + 1]) << (8 - shift)
+    return v & np.uint32((1 << bits) - 1)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)
+def _matvec_planes(words, packed, scales, offsets, xp, x, xsum, n, group, gshift, bits_t, spread_t, y):  # inferred
+    bits = len(bits_t)
+    k = 32 // bits
+    rows, ngroups = scales.shape
+    words_per_row = n // k
+    plane = xp.shape[0] // k
+    steps = n // (8 * k)
+    done = steps * 8 * k
+    for task in numba.prange(tasks(rows)):
+        r0, r1 = task_rows(task, rows)
+        for r in range(r0, r1):
+            total = planes_dot(words, r * words_per_row, xp, plane, steps, scales,  # type: ignore[call-arg,var-annotated]
+                               r * ngroups, gshift, bits_t, spread_t)
+            for j in range(done, n):  # the columns after the last whole step
+                total += scales[r, j // group] * np.float32(_code_at(packed, (r * n + j) * bits, bits)) * x[j]
+            for g in range(ngroups):
+                total += offsets[r, g] * xsum[g]
+            y[r] = total
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)
+def _matvec_groups(packed, scales, offsets, x, xsum, bits, n, group, y):  # numba infers the types
+    rows, ngroups = scales.shape
+    for task in numba.prange(tasks(rows)):
+        codes = np.empty(group, np.uint8)
+        r0, r1 = task_rows(task, rows)
+        for r in range(r0, r1):
+            total = np.float32(0.0)
+            for g in range(ngroups):
+                j = g * group
+                count = min(group, n - j)
+                unpack_codes(packed, bits, r * n + j, count, codes)
+                s = np.float32(0.0)
+                for i in range(count):
+                    s += x[j + i] * np.float32(codes[i])
+                total += scales[r, g] * s + offsets[r, g] * xsum[g]
+            y[r] = total
+
+
+def _words(packed: np.ndarray) -> np.ndarray:
+    """The stream as aligned uint32 words (a view when it can be)."""
+    if packed.ctypes.data % 4 or not packed.flags.c_contiguous:
+        packed = np.ascontiguousarray(packed).copy()
+    return packed.view(np.uint32)
+
+
+def planes_layout(bits: int, n: int, group: int) -> tuple[int, int]:
+    """(groups per 8-word step, log2 of the words per group) when the plane path applies, else (0, 0)."""
+    if bits not in (2, 4, 8):
+        return 0, 0
+    k = 32 // bits
+    group_words = group // k
+    if (n * bits) % 32 or group % k or group_words & (group_words - 1):
+        return 0, 0  # rows end inside a word, groups split words, or groups are not 2**m words
+    return max(1, 8 // group_words), group_words.bit_length() - 1
+
+
+@kernel("quant", "matvec", "numba")
+def matvec(packed: np.ndarray, scales: np.ndarray, offsets: np.ndarray, bits: int, n: int, group: int,
+           x: np.ndarray) -> np.ndarray:
+    """Same contract as :func:`tensorpress.kernels.reference.quant_matvec.matvec`."""
+    rows = scales.shape[0]
+    y = np.zeros(rows, np.float32)
+    if rows == 0 or n == 0:
+        return y
+    x = np.ascontiguousarray(x, np.float32)
+    sc = np.ascontiguousarray(scales, np.float32)
+    of = np.ascontiguousarray(offsets, np.float32)
+    xsum = np.add.reduceat(x.astype(np.float64), np.arange(0, n, group)).astype(np.float32)
+    spread, gshift = planes_layout(bits, n, group)
+    with balanced():
+        if spread:
+            k = 32 // bits
+            xp = np.ascontiguousarray(x.reshape(n // k, k).T).reshape(-1)
+            _matvec_planes(_words(packed), packed, sc, of, xp, x, xsum, n, group, gshift, (0,) * bits, (0,) * spread,
+                           y)
+        else:
+            _matvec_groups(packed, sc, of, x, xsum, bits, n, group, y)
+    return y
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)
+def _matmul(packed, scales, offsets, bits, n, group, xt, out):  # numba infers the types
+    rows, ngroups = scales.shape
+    for task in numba.prange(tasks(rows)):
+        lut = np.empty(256, np.float32)
+        w = np.empty(n, np.float32)
+        r0, r1 = task_rows(task, rows)
+        for r in range(r0, r1):
+            pos = r * n * bits
+            for g in range(ngroups):
+                j = g * group
+                pos = _group_span(packed, lut, scales[r, g], offsets[r, g], bits, pos, w, j, min(j + group, n))
+            dense_row_dot(w, xt, out[r])
+
+
+@kernel("quant", "matmul", "numba")
+def matmul(packed: np.ndarray, scales: np.ndarray, offsets: np.ndarray, bits: int, n: int, group: int,
+           x: np.ndarray) -> np.ndarray:
+    """Same contract as :func:`tensorpress.kernels.reference.quant_matvec.matmul`."""
+    rows = scales.shape[0]
+    out = np.zeros((rows, x.shape[1]), np.float32)
+    if rows and n and x.shape[1]:
+        with balanced():
+            _matmul(packed, np.ascontiguousarray(scales, np.float32), np.ascontiguousarray(offsets, np.float32),
+                    bits, n, group, np.ascontiguousarray(np.asarray(x, np.float32).T), out)
+    return out
