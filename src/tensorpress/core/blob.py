@@ -23,6 +23,7 @@ import itertools
 import json
 import math
 import struct
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import google_crc32c
@@ -40,9 +41,31 @@ MAX_HEADER = 16 << 20
 MAX_DEPTH = 16
 
 
+DEFERRED_CRC_BYTES = 1 << 20  # array parts from this size are checked when first read (see CheckedParts)
+_PARALLEL_CRC_BYTES = 1 << 20  # from here on the parallel CRC kernel pays for its start
+_parallel_crc: Any = None  # the kernel once looked up; False where it cannot run
+
+
 def _crc(data: Any) -> int:
     # google_crc32c takes bytes or ndarrays, not memoryviews; a uint8 view costs no copy.
-    return int(google_crc32c.value(np.frombuffer(data, dtype=np.uint8)))
+    view = np.frombuffer(data, dtype=np.uint8)
+    if view.size >= _PARALLEL_CRC_BYTES:
+        kernel = _parallel_crc if _parallel_crc is not None else _find_parallel_crc()
+        if kernel:
+            return int(kernel(view))
+    return int(google_crc32c.value(view))
+
+
+def _find_parallel_crc() -> Any:
+    """The Numba CRC-32C kernel (several cores, the ``crc32`` instruction), or False without Numba / SSE 4.2."""
+    global _parallel_crc
+    try:
+        from ..kernels.numba import crc32c as module
+    except ImportError:
+        _parallel_crc = False
+    else:
+        _parallel_crc = module.crc32c if module.available() else False
+    return _parallel_crc
 
 
 def _align(n: int) -> int:
@@ -167,6 +190,7 @@ def loads(data: bytes | bytearray | memoryview, *, verify: bool = True, _depth: 
         )
     meta = _get(header, "meta", dict)
     parts: dict[str, Any] = {}
+    pending: dict[str, int] = {}
     spans = []
     for entry in _get(header, "parts", list):
         if not isinstance(entry, dict):
@@ -178,7 +202,10 @@ def loads(data: bytes | bytearray | memoryview, *, verify: bool = True, _depth: 
             raise BlobError(f"blob part {name!r}: bad offset {off} / size {n} in a {total}-byte blob")
         spans.append((off, off + n, name))
         buf = view[off : off + n]
-        if verify and _crc(buf) != _get(entry, "crc32c", int):
+        crc = _get(entry, "crc32c", int)
+        if verify and kind == "array" and n >= DEFERRED_CRC_BYTES:
+            pending[name] = crc  # checked on first access, or by a decode kernel that reads it anyway
+        elif verify and _crc(buf) != crc:
             raise BlobError(f"blob part {name!r} is corrupt: checksum mismatch")
         if name in parts:
             raise BlobError(f"blob part {name!r} appears twice")
@@ -207,7 +234,55 @@ def loads(data: bytes | bytearray | memoryview, *, verify: bool = True, _depth: 
         raise
     except (TypeError, ValueError) as exc:
         raise BlobError(f"blob names a bad codec configuration: {exc}") from None
-    return Encoded(codec, shape, dtype, parts, meta)
+    return Encoded(codec, shape, dtype, CheckedParts(parts, pending) if pending else parts, meta)
+
+
+class CheckedParts(Mapping[str, Any]):
+    """The parts of a parsed blob whose large array parts are checksummed when first read.
+
+    Checking a part's CRC-32C on its own reads it from memory once more than decoding does; deferred, the
+    check runs when the part is first taken — ``parts[name]``, iteration, ``to_bytes`` — or inside a decode
+    kernel that reads the part anyway and checks it while it is in cache (:meth:`unchecked` then
+    :meth:`confirm`). Decoding is safe on corrupt parts (every kernel accepts any bytes); a mismatch raises
+    :class:`BlobError` before anything decoded from the part is returned.
+    """
+
+    def __init__(self, parts: dict[str, Any], pending: dict[str, int]) -> None:
+        self._parts = parts
+        self._pending = pending
+
+    def __getitem__(self, name: str) -> Any:
+        part = self._parts[name]
+        expected = self._pending.get(name)
+        if expected is not None:
+            self.confirm(name, _crc(part))
+        return part
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._parts)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._parts
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+    def unchecked(self, name: str) -> tuple[Any, int | None]:
+        """Part ``name`` without checking it, and the CRC-32C it must have (None once checked)."""
+        return self._parts[name], self._pending.get(name)
+
+    def check_all(self) -> None:
+        """Check every part not checked yet."""
+        for name in list(self._pending):
+            self[name]
+
+    def confirm(self, name: str, crc: int) -> None:
+        """Record the CRC-32C a kernel computed over part ``name``; raises BlobError when it is not the stored one."""
+        expected = self._pending.get(name)
+        if expected is not None:
+            if crc != expected:
+                raise BlobError(f"blob part {name!r} is corrupt: checksum mismatch")
+            del self._pending[name]
 
 
 def _reject_constant(name: str) -> Any:

@@ -57,6 +57,9 @@ class Encoded:
         token = _DECODE_DEPTH.set(depth + 1)
         try:
             out = self.codec.decode(self)
+            check_rest = getattr(self.parts, "check_all", None)
+            if check_rest is not None:  # parts the decoder left unchecked: nothing returns from a corrupt blob
+                check_rest()
         finally:
             _DECODE_DEPTH.reset(token)
         if out.shape != self.shape or out.dtype != self.dtype:
@@ -108,11 +111,36 @@ class Encoded:
                 f"{self.codec.codec_id} data has no part {name!r} (parts: {sorted(self.parts)})"
             ) from None
 
+    def _unchecked(self, name: str) -> tuple[Any, int | None]:
+        unchecked = getattr(self.parts, "unchecked", None)
+        return unchecked(name) if unchecked is not None else (self.parts[name], None)
+
     def part_array(
         self, name: str, dtype: Any, shape: tuple[int, ...] | None = None
     ) -> np.ndarray:
         """Part ``name`` as an ndarray of ``dtype`` (and ``shape`` when given)."""
-        arr = self._part(name)
+        return self._check_array(name, self._part(name), dtype, shape)
+
+    def part_array_unchecked(
+        self, name: str, dtype: Any, shape: tuple[int, ...] | None = None
+    ) -> tuple[np.ndarray, int | None]:
+        """Like :meth:`part_array` for a kernel that checksums the part while decoding it: the array, and the
+        CRC-32C it must have when the blob's check of it was left to the reader (else None). The caller
+        reports what it computed with :meth:`confirm_part` before returning anything decoded from it."""
+        try:
+            arr, expected = self._unchecked(name)
+        except KeyError:
+            self._part(name)  # raises the missing-part error
+            raise
+        return self._check_array(name, arr, dtype, shape), expected
+
+    def confirm_part(self, name: str, crc: int) -> None:
+        """The CRC-32C a kernel computed over part ``name``; raises BlobError when it is not the stored one."""
+        confirm = getattr(self.parts, "confirm", None)
+        if confirm is not None:
+            confirm(name, crc)
+
+    def _check_array(self, name: str, arr: Any, dtype: Any, shape: tuple[int, ...] | None) -> np.ndarray:
         want = np.dtype(dtype)
         if not isinstance(arr, np.ndarray) or arr.dtype != want:
             got = arr.dtype if isinstance(arr, np.ndarray) else type(arr).__name__

@@ -25,6 +25,7 @@ import fnmatch
 import itertools
 import json
 import math
+import mmap
 import os
 import secrets
 import shutil
@@ -379,6 +380,9 @@ class Container(Mapping[str, Any]):
 
     def encoded(self, name: str) -> Encoded:
         """The stored :class:`Encoded` of a single-chunk tensor, not decoded (what ``save`` was given)."""
+        return self._encoded(name, mapped=False)
+
+    def _encoded(self, name: str, *, mapped: bool) -> Encoded:
         arr = self._array(name)
         codec = _tensorpress_codec(arr)
         if codec is None:
@@ -392,17 +396,36 @@ class Container(Mapping[str, Any]):
         if math.prod(arr.shape) == 0:  # no chunk exists for an empty array: encode the empty tensor afresh
             return codec.spec.encode(np.zeros(arr.shape, dtype))
         key = arr.metadata.encode_chunk_key((0,) * arr.ndim)
-        buf = sync((arr.store_path / key).get(default_buffer_prototype()))
-        if buf is None:  # a chunk never written holds the fill value
+        data = self._chunk_bytes(arr, key, mapped=mapped)
+        if data is None:  # a chunk never written holds the fill value
             return codec.spec.encode(np.full(arr.shape, arr.fill_value).astype(arr.dtype).view(dtype))
-        return Encoded.from_bytes(buf.to_bytes())
+        return Encoded.from_bytes(data)
+
+    def _chunk_bytes(self, arr: zarr.Array, key: str, *, mapped: bool) -> Any:
+        """One chunk's stored bytes, or None where none was written. A directory container's chunk file is read
+        directly; ``mapped`` memory-maps it instead, so parts are decoded in place with no copy at all — for
+        short-lived use only (each mapping holds a file descriptor). Containers are written by renaming a
+        finished directory, never rewritten in place, so a mapping stays valid."""
+        if isinstance(self._store, LocalStore):
+            file = Path(self._store.root, arr.path, *key.split("/"))
+            try:
+                with open(file, "rb") as fh:
+                    if not mapped or os.fstat(fh.fileno()).st_size == 0:
+                        return fh.read()
+                    return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            except FileNotFoundError:
+                return None
+        buf = sync((arr.store_path / key).get(default_buffer_prototype()))
+        return None if buf is None else buf.to_bytes()
 
     def read(self, name: str) -> np.ndarray:
         """The whole tensor, decoded. A single-chunk tensor is decoded straight from its blob, which saves the
         copy zarr makes from the decoded chunk into its output array; several chunks go through zarr."""
         arr = self._array(name)
         if _tensorpress_codec(arr) is not None and tuple(arr.chunks) == _whole(arr.shape):
-            return self.encoded(name).decode()
+            out = self._encoded(name, mapped=True).decode()
+            # a codec may hand back a view of the stored parts: give the caller memory of its own
+            return out if out.flags.writeable else out.copy()
         return np.asarray(self[name][...])
 
     def info(self) -> list[dict[str, Any]]:

@@ -11,6 +11,8 @@ import numba
 import numpy as np
 
 from ..dispatch import kernel
+from .crc32c import _shift, _span
+from .crc32c import available as crc_available
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -86,3 +88,49 @@ def dequantize(
         _dequant(packed, np.ascontiguousarray(scales, np.float32), np.ascontiguousarray(offsets, np.float32),
                  bits, n, group, out)
     return out
+
+
+_CRC_BLOCKS = 64  # row blocks of the checked decode: each block's codes are checksummed while in cache
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _dequant_crc(packed, scales, offsets, bits, n, group, out, n_blocks):  # numba infers the types
+    rows = out.shape[0]
+    per_block = (rows + n_blocks - 1) // n_blocks
+    partial = np.zeros(n_blocks, np.uint32)
+    lengths = np.zeros(n_blocks, np.int64)
+    for b in numba.prange(n_blocks):
+        lut = np.empty(256, np.float32)
+        first, last = min(rows, b * per_block), min(rows, (b + 1) * per_block)
+        for r in range(first, last):
+            out_row = out[r]
+            pos = r * n * bits
+            for g in range(scales.shape[1]):
+                j = g * group
+                pos = _group_span(packed, lut, scales[r, g], offsets[r, g], bits, pos, out_row, j,
+                                  min(j + group, n))
+        # this block's share of the code bytes: from its first row's first byte to the next block's
+        start = (first * n * bits) // 8
+        stop = packed.size if last == rows else (last * n * bits) // 8
+        partial[b] = _span(packed, start, stop, np.uint32(0xFFFFFFFF) if b == 0 else np.uint32(0))
+        lengths[b] = stop - start
+    crc = partial[0]
+    for b in range(1, n_blocks):
+        crc = _shift(crc, lengths[b]) ^ partial[b]
+    return crc ^ np.uint32(0xFFFFFFFF)
+
+
+if crc_available():
+
+    @kernel("quant", "decode_crc", "numba")
+    def dequantize_crc(
+        packed: np.ndarray, scales: np.ndarray, offsets: np.ndarray, bits: int, n: int, group: int
+    ) -> tuple[np.ndarray, int]:
+        """:func:`dequantize`, plus the CRC-32C of ``packed`` computed block by block while the codes are in
+        cache (the blob's deferred check of its largest part, see :class:`tensorpress.core.blob.CheckedParts`)."""
+        rows = scales.shape[0]
+        out = np.empty((rows, n), dtype=np.float32)
+        crc = _dequant_crc(packed, np.ascontiguousarray(scales, np.float32),
+                           np.ascontiguousarray(offsets, np.float32), bits, n, group, out,
+                           max(1, min(_CRC_BLOCKS, rows)))
+        return out, int(crc)

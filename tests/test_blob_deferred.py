@@ -1,0 +1,85 @@
+"""Large parts are checksummed when first read, or by the decode kernel while it reads them (see
+:class:`tensorpress.core.blob.CheckedParts`): corruption is still always refused, and the parallel CRC
+kernel agrees with google_crc32c."""
+
+from __future__ import annotations
+
+import os
+
+import google_crc32c
+import numpy as np
+import pytest
+
+import tensorpress as tp
+from blob_helpers import payload_spans
+from tensorpress.core import BlobError, Encoded
+from tensorpress.core.blob import DEFERRED_CRC_BYTES, CheckedParts
+
+crc_kernel = pytest.importorskip("tensorpress.kernels.numba.crc32c")
+
+
+@pytest.fixture(scope="module")
+def big(camera: np.ndarray, disparity: np.ndarray) -> np.ndarray:
+    """Real data over the deferral threshold: the camera photo tiled with the disparity map, as float32."""
+    disp = np.where(np.isfinite(disparity), disparity, 0).astype(np.float32)
+    width = min(camera.shape[1], disp.shape[1])
+    tile = np.concatenate([camera.astype(np.float32)[:, :width], disp[:, :width]], axis=0)
+    reps = -(-12 * DEFERRED_CRC_BYTES // tile.nbytes)
+    return np.ascontiguousarray(np.tile(tile, (reps, 1)))
+
+
+@pytest.mark.skipif(not crc_kernel.available(), reason="no crc32 instruction on this CPU")
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 23, 24, 25, 1000, (1 << 18) - 3, (1 << 18) + 5, 3 * (1 << 18) + 17])
+def test_parallel_crc_matches_google_crc32c(camera: np.ndarray, n: int) -> None:
+    data = np.resize(camera.ravel(), n + 3)
+    assert crc_kernel.crc32c(data[3:]) == google_crc32c.value(data[3:].tobytes())  # unaligned start too
+
+
+def corrupt(blob: bytes, part: str, at: float = 0.5) -> bytes:
+    spans = {name: (start, stop) for name, start, stop in payload_spans(blob)}
+    start, stop = spans[part]
+    pos = start + int((stop - start) * at)
+    out = bytearray(blob)
+    out[pos] ^= 0x10
+    return bytes(out)
+
+
+@pytest.mark.parametrize("backend", ["numba", "reference"])
+@pytest.mark.parametrize("spec", ["quant(bits=4, group=128)", "quant(bits=8, group=64, symmetric=true)"])
+def test_quant_codes_checked_while_decoding(big: np.ndarray, spec: str, backend: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TENSORPRESS_BACKEND", backend)
+    enc = tp.encode(big, spec)
+    blob = enc.to_bytes()
+    loaded = Encoded.from_bytes(blob)
+    assert isinstance(loaded.parts, CheckedParts)  # the codes were left for the kernel
+    np.testing.assert_array_equal(loaded.decode(), enc.decode())
+    for at in (0.0, 0.5, 0.999):
+        with pytest.raises(BlobError, match=r"codes.*checksum"):
+            Encoded.from_bytes(corrupt(blob, "codes", at)).decode()
+
+
+def test_deferred_part_checked_on_access(big: np.ndarray) -> None:
+    blob = tp.encode(big, "raw").to_bytes()
+    bad = Encoded.from_bytes(corrupt(blob, payload_spans(blob)[0][0]))
+    with pytest.raises(BlobError, match="checksum"):
+        dict(bad.parts)
+    with pytest.raises(BlobError, match="checksum"):
+        bad.to_bytes()
+    good = Encoded.from_bytes(blob)
+    assert good.to_bytes() == blob
+
+
+def test_container_read_refuses_a_corrupt_chunk(big: np.ndarray, tmp_path: os.PathLike[str]) -> None:
+    path = os.path.join(tmp_path, "c.zarr")
+    tp.save(path, {"w": tp.encode(big, "quant(bits=4, group=128)")}, progress=False)
+    chunk = next(os.path.join(d, f) for d, _, files in os.walk(os.path.join(path, "w")) for f in files
+                 if f != "zarr.json")
+    with open(chunk, "rb") as fh:
+        blob = fh.read()
+    c = tp.open(path)
+    np.testing.assert_array_equal(c.read("w"), c["w"][...])
+    with open(chunk, "wb") as fh:
+        fh.write(corrupt(blob, "codes"))
+    with pytest.raises(BlobError, match="checksum"):
+        tp.open(path).read("w")
