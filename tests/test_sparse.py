@@ -131,6 +131,19 @@ def test_sparsegpt_keeps_the_pattern_and_updates_weights(faces_wx: tuple[np.ndar
     assert not np.allclose(y[kept], w[kept])  # compensating updates of the kept weights
 
 
+@pytest.mark.parametrize("spec", ["nm(n=2, m=4, select=sparsegpt)", "bitmap(sparsity=0.5, select=wanda)",
+                                  "nm(n=4, m=8, select=wanda)", "csr(sparsity=0.5, select=sparsegpt)"])
+def test_a_hessian_calibrates_like_its_activations(faces_wx: tuple[np.ndarray, np.ndarray], spec: str) -> None:
+    """``calib`` may be the accumulated Xᵀ X (what tensorpress.nn.calibrate collects over many tokens)."""
+    from tensorpress.formats._calib import Hessian
+
+    w, x = faces_wx
+    from_x = tp.decode(tp.encode(w, spec, calib=x))
+    from_h = tp.decode(tp.encode(w, spec, calib=Hessian.of(x)))
+    np.testing.assert_array_equal(from_h != 0, from_x != 0)
+    np.testing.assert_allclose(from_h, from_x, rtol=1e-5, atol=1e-6 * float(np.abs(w).max()))
+
+
 def test_wanda_equals_magnitude_when_inputs_are_uniform(weight: np.ndarray) -> None:
     calib = np.ones((4, weight.shape[1]), np.float32)
     a = tp.encode(weight, "nm(n=2, m=4, select=wanda)", calib=calib)

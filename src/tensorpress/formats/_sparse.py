@@ -90,19 +90,31 @@ def score_dtype(dtype: np.dtype[Any]) -> type[np.floating[Any]]:
 
 
 # --- selection scores ------------------------------------------------------------------------------------
-def calibration(calib: Any, weight_shape: tuple[int, ...], codec_id: str, select: str) -> np.ndarray:
-    """The calibration activations as float64 (samples, in) for a 2-D weight (out, in); clear errors otherwise."""
+def calibration(calib: Any, weight_shape: tuple[int, ...], codec_id: str, select: str) -> tuple[np.ndarray, int]:
+    """The calibration Hessian ``Xᵀ X`` (in × in, float64) and its sample count for a 2-D weight (out, in), from
+    activations X (samples, in) or a :class:`~tensorpress.formats._calib.Hessian`; clear errors otherwise."""
+    from ._calib import Hessian
+
     if calib is None:
         raise InputError(
             f"{codec_id}(select={select}) needs calibration activations: encode(w, calib=X) with X of shape "
-            f"(samples, in) holding the layer's real inputs; or use select=magnitude"
+            f"(samples, in) holding the layer's real inputs (or a tensorpress Hessian); or use select=magnitude"
         )
     if len(weight_shape) != 2:
         raise InputError(
             f"{codec_id}(select={select}) works on a 2-D weight (out, in), got shape {weight_shape}"
         )
-    x = np.asarray(calib)
     n_in = weight_shape[1]
+    if isinstance(calib, Hessian):
+        if calib.features != n_in:
+            raise InputError(
+                f"{codec_id}(select={select}): calib is a Hessian of {calib.features} inputs, but the weight of "
+                f"shape {weight_shape} (out, in) has {n_in}"
+            )
+        if calib.samples == 0:
+            raise InputError(f"{codec_id}: the calibration Hessian has no samples")
+        return calib.matrix, calib.samples
+    x = np.asarray(calib)
     if x.ndim < 2 or x.shape[-1] != n_in:
         raise InputError(
             f"{codec_id}(select={select}): calibration activations have shape {x.shape}, but the weight of "
@@ -115,7 +127,7 @@ def calibration(calib: Any, weight_shape: tuple[int, ...], codec_id: str, select
         raise InputError(f"{codec_id}: calibration activations hold NaN or Inf; check the calibration run")
     if x.shape[0] == 0:
         raise InputError(f"{codec_id}: calibration activations have no samples (shape {np.shape(calib)})")
-    return x
+    return x.T @ x, x.shape[0]
 
 
 def scores(x: np.ndarray, select: str, calib: Any, codec_id: str) -> np.ndarray:
@@ -123,8 +135,8 @@ def scores(x: np.ndarray, select: str, calib: Any, codec_id: str) -> np.ndarray:
     mag = np.abs(np.asarray(x, dtype=score_dtype(x.dtype)))
     if select == "magnitude":
         return mag
-    xc = calibration(calib, tuple(x.shape), codec_id, select)
-    norms = np.sqrt(np.einsum("si,si->i", xc, xc))
+    h, _ = calibration(calib, tuple(x.shape), codec_id, select)
+    norms = np.sqrt(np.diag(h))
     return mag * norms.astype(mag.dtype)[None, :]
 
 
@@ -248,9 +260,9 @@ def unstructured_select(
     if select == "sparsegpt":
         from ._sparsegpt import BLOCK, sparsegpt_prune
 
-        xc = calibration(calib, tuple(x.shape), codec_id, select)
+        h, samples = calibration(calib, tuple(x.shape), codec_id, select)
         updated, mask = sparsegpt_prune(
-            np.asarray(x, dtype=np.float64), xc, lambda s: top_mask(s, kept_count(s.shape[1], sparsity)),
+            np.asarray(x, dtype=np.float64), h, samples, lambda s: top_mask(s, kept_count(s.shape[1], sparsity)),
             BLOCK, codec_id=codec_id,
         )
         rows = updated.astype(x.dtype)

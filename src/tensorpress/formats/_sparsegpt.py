@@ -27,21 +27,22 @@ BLOCK = 128  # columns per lazy-update block
 
 def sparsegpt_prune(
     w: np.ndarray,
-    x: np.ndarray,
+    h: np.ndarray,
+    samples: int,
     keep: Callable[[np.ndarray], np.ndarray],
     group: int,
     *,
     codec_id: str,
     damp: float = DAMP,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Prune ``w`` (out, in) using calibration inputs ``x`` (samples, in).
+    """Prune ``w`` (out, in) using the calibration Hessian ``h = Xᵀ X`` (in, in) of ``samples`` input rows.
 
     ``keep(score)`` gets the scores (out, g) of ``g <= group`` consecutive columns and returns the boolean
     mask (out, g) of the weights to keep. Returns the updated weights (float64; pruned entries exactly 0)
     and the keep mask, both (out, in).
     """
     out, n = w.shape
-    hinv_u = _inverse_hessian_factor(x, n, damp, codec_id)
+    hinv_u = _inverse_hessian_factor(h, samples, n, damp, codec_id)
     wt = np.array(w, dtype=np.float64).T.copy()  # (in, out): column i of W is row i here
     mask_t = np.zeros((n, out), dtype=bool)
     block = max(group, BLOCK // group * group)
@@ -67,9 +68,9 @@ def sparsegpt_prune(
     return np.ascontiguousarray(wt.T), np.ascontiguousarray(mask_t.T)
 
 
-def _inverse_hessian_factor(x: np.ndarray, n: int, damp: float, codec_id: str) -> np.ndarray:
+def _inverse_hessian_factor(h: np.ndarray, samples: int, n: int, damp: float, codec_id: str) -> np.ndarray:
     """Upper Cholesky factor ``U`` of the damped inverse Hessian (``H⁻¹ = UᵀU``), float64 (n, n)."""
-    h = x.T @ x
+    h = np.array(h, dtype=np.float64)  # a copy: the caller's Hessian may be shared by several layers
     diag = np.einsum("ii->i", h)  # a writable view of the diagonal
     dead = diag == 0  # inputs that are always zero: their weights cannot matter, keep them decoupled
     diag[dead] = 1.0
@@ -81,6 +82,6 @@ def _inverse_hessian_factor(x: np.ndarray, n: int, damp: float, codec_id: str) -
         return np.linalg.cholesky(hinv).T
     except np.linalg.LinAlgError as exc:
         raise InputError(
-            f"{codec_id}(select=sparsegpt): the calibration Hessian X^T X ({n}×{n}, from {x.shape[0]} samples) "
+            f"{codec_id}(select=sparsegpt): the calibration Hessian X^T X ({n}×{n}, from {samples} samples) "
             f"is not positive definite even with dampening {damp}; give more calibration samples"
         ) from exc

@@ -91,7 +91,7 @@ class NMSparse(Codec):
         return rows, np.sort(order, axis=2)
 
     def _sparsegpt(self, x: np.ndarray, calib: Any, axis: int) -> tuple[np.ndarray, np.ndarray]:
-        xc = _sparse.calibration(calib, tuple(x.shape), "nm", "sparsegpt")
+        h, samples = _sparse.calibration(calib, tuple(x.shape), "nm", "sparsegpt")
         if axis != x.ndim - 1:
             raise InputError(
                 f"nm(select=sparsegpt) prunes groups along the input axis of a (out, in) weight: use axis=-1, "
@@ -101,9 +101,10 @@ class NMSparse(Codec):
         padded = self._groups(cols) * self.m
         w = np.zeros((out, padded))
         w[:, :cols] = x
-        xp = np.zeros((xc.shape[0], padded))
-        xp[:, :cols] = xc
-        updated, mask = sparsegpt_prune(w, xp, lambda s: _sparse.top_mask(s, self.n), self.m, codec_id="nm")
+        hp = np.zeros((padded, padded))  # padding columns take no input: their weights stay decoupled
+        hp[:cols, :cols] = h
+        updated, mask = sparsegpt_prune(w, hp, samples, lambda s: _sparse.top_mask(s, self.n), self.m,
+                                        codec_id="nm")
         return updated[:, :cols].astype(x.dtype), mask
 
     # --- codec ----------------------------------------------------------------------------------------
