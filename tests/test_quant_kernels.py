@@ -118,3 +118,21 @@ def test_prepare_refuses_what_it_cannot_multiply(weight: np.ndarray) -> None:
 def test_quant_ops_have_numba_and_reference() -> None:
     for op in ("matvec", "matmul"):
         assert {"reference", "numba"} <= set(available_backends("quant", op))
+
+
+# --- Triton, in the interpreter on the CPU ---------------------------------------------------------------
+@pytest.mark.parametrize("spec", ["quant(bits=4, group=32)", "quant(bits=3, group=16, symmetric=true)",
+                                  "quant(bits=8, group=0)", "quant(bits=2, group=7)", "quant(bits=5, group=64)"])
+def test_triton_matches_reference(spec: str, weight: np.ndarray, inputs: np.ndarray,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    if not HAS_TRITON:
+        pytest.skip("triton is not installed")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    enc = tp.encode(weight[200:219, 100:197], spec)  # 19 × 97: nothing divides evenly
+    prepared = enc.codec.prepare(enc)
+    terms = _terms(prepared.operands)
+    for batch in (None, 3):
+        x = _rhs(inputs, 97, batch)
+        op = "matvec" if batch is None else "matmul"
+        ref = get_kernel("quant", op, "reference")(*prepared.operands, x)
+        _close(get_kernel("quant", op, "triton")(*prepared.operands, x), ref, terms @ np.abs(x.astype(np.float64)))

@@ -28,7 +28,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..dispatch import kernel
-from ._bits import balanced, dense_row_dot, task_rows, tasks, unpack_codes
+from ._bits import balanced, dense_row_dot, task_rows, tasks
 from .quant import _group_span
 
 _F32 = ir.FloatType()
@@ -150,17 +150,20 @@ def _matvec_planes(words, packed, scales, offsets, xp, x, xsum, n, group, gshift
 def _matvec_groups(packed, scales, offsets, x, xsum, bits, n, group, y):  # numba infers the types
     rows, ngroups = scales.shape
     for task in numba.prange(tasks(rows)):
-        codes = np.empty(group, np.uint8)
+        lut = np.empty(256, np.float32)
+        codes = np.empty(group, np.float32)
         r0, r1 = task_rows(task, rows)
         for r in range(r0, r1):
             total = np.float32(0.0)
+            pos = r * n * bits
             for g in range(ngroups):
                 j = g * group
                 count = min(group, n - j)
-                unpack_codes(packed, bits, r * n + j, count, codes)
+                # the decode kernel's unpacking with scale 1 and offset 0: the codes as floats
+                pos = _group_span(packed, lut, np.float32(1.0), np.float32(0.0), bits, pos, codes, 0, count)
                 s = np.float32(0.0)
                 for i in range(count):
-                    s += x[j + i] * np.float32(codes[i])
+                    s += x[j + i] * codes[i]
                 total += scales[r, g] * s + offsets[r, g] * xsum[g]
             y[r] = total
 
