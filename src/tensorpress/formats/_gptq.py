@@ -13,8 +13,10 @@ from the unmodified weights.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +39,18 @@ class Prepared:
     u: np.ndarray
 
 
+#: factorizations of Hessian objects (layers fed the same input share one: q/k/v, gate/up), while they live
+_SHARED: weakref.WeakKeyDictionary[Any, dict[tuple[float, bool], Prepared]] = weakref.WeakKeyDictionary()
+
+
+def prepare_shared(owner: Any, h: np.ndarray, damp: float, act_order: bool) -> Prepared:
+    """:func:`prepare`, computed once per ``owner`` object (a Hessian) and settings."""
+    known = _SHARED.setdefault(owner, {})
+    if (damp, act_order) not in known:
+        known[(damp, act_order)] = prepare(h, damp, act_order)
+    return known[(damp, act_order)]
+
+
 def prepare(h: np.ndarray, damp: float, act_order: bool) -> Prepared:
     """Damp ``h`` (n × n) by ``damp × mean(diag h)`` on the diagonal and factor its inverse.
 
@@ -56,14 +70,17 @@ def prepare(h: np.ndarray, damp: float, act_order: bool) -> Prepared:
     perm = np.argsort(-np.diag(h), kind="stable") if act_order else np.arange(n)
     h = h[np.ix_(perm, perm)]
     eye = np.eye(n)
+    flip = np.arange(n)[::-1]
     for attempt in range(_DAMP_RETRIES + 1):
         amount = max(damp, 1e-6 if attempt else 0.0) * 10.0**attempt * mean
+        # With J the reversal, chol(J H J) = L gives H = R Rᵀ, R = J L J upper triangular, so
+        # H⁻¹ = R⁻ᵀ R⁻¹ and u = R⁻¹: one factorization and one triangular inverse.
         try:
-            lower = np.linalg.cholesky(h + amount * eye)
-            inv_lower = np.linalg.inv(lower)
-            u = np.linalg.cholesky(inv_lower.T @ inv_lower).T
+            lower = np.linalg.cholesky((h + amount * eye)[np.ix_(flip, flip)])
         except np.linalg.LinAlgError:
             continue
+        u = np.ascontiguousarray(np.linalg.inv(lower)[np.ix_(flip, flip)])
+        u = np.triu(u)
         if np.all(np.isfinite(u)) and np.all(np.diag(u) > 0):
             return Prepared(perm, u)
     raise InputError(f"quant(rounding=gptq): the calib Hessian is not positive definite even with damping "

@@ -49,7 +49,7 @@ from ..core.errors import BlobError, ConfigError, InputError, UnknownCodecError
 from ..kernels import get_kernel
 from ..kernels.reference.quant import packed_nbytes
 from . import _gptq
-from ._calib import column_weights, hessian
+from ._calib import Hessian, column_weights, hessian
 
 _SCALE_DTYPES: dict[str, type[np.floating[Any]]] = {"float16": np.float16, "float32": np.float32}
 _BLOCK_ELEMENTS = 1 << 18  # elements encoded at once
@@ -222,6 +222,8 @@ class GroupQuant(Codec):
         if self.rounding == "gptq":
             h = hessian(calib, n, "quant(rounding=gptq)")
             weights = np.diag(h).copy() if self.scale == "search" else None
+            if isinstance(calib, Hessian):
+                return weights, _gptq.prepare_shared(calib, h, self.damp, self.act_order)
             return weights, _gptq.prepare(h, self.damp, self.act_order)
         if self.scale == "search" and calib is not None:
             return column_weights(calib, n, "quant(scale=search)"), None
