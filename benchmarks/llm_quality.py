@@ -62,13 +62,13 @@ OURS += [f"quant(bits={b}, group={g}, symmetric={s})" for b in (3, 2) for g in (
 #: ours may exceed a GGUF budget by this much: our blob headers (~0.004 bit/weight) have no GGUF counterpart
 BUDGET_SLACK = 0.01
 CACHE = Path(__file__).resolve().parent / "cache" / "llm_quality.jsonl"
-Quantizer = Callable[[np.ndarray], tuple[np.ndarray, int]]  # fp32 (out, in) -> (decoded, stored bytes)
+Quantizer = Callable[[str, np.ndarray], tuple[np.ndarray, int]]  # name, fp32 (out, in) -> (decoded, stored bytes)
 
 
 def ours(spec: str) -> Quantizer:
     codec = tp.spec(spec)
 
-    def run(w: np.ndarray) -> tuple[np.ndarray, int]:
+    def run(name: str, w: np.ndarray) -> tuple[np.ndarray, int]:
         enc = codec.encode(w)
         return enc.decode(), enc.nbytes
     return run
@@ -81,7 +81,7 @@ def gguf_type(name: str) -> Quantizer:
     qtype = GGMLQuantizationType[name]
     block, block_bytes = GGML_QUANT_SIZES[qtype]
 
-    def run(w: np.ndarray) -> tuple[np.ndarray, int]:
+    def run(name: str, w: np.ndarray) -> tuple[np.ndarray, int]:
         if w.shape[-1] % block:
             raise ValueError(f"{name} needs rows divisible by {block}; got shape {w.shape}")
         step = max(1, (1 << 22) // w.shape[-1])  # rows at a time: the embeddings are 28M-168M weights
@@ -111,7 +111,7 @@ def quantize_into(model: Any, matrices: dict[str, np.ndarray], sq_norms: dict[st
     decoded: dict[str, np.ndarray] = {}
     t0 = time.perf_counter()
     for name, w in matrices.items():
-        decoded[name], size = quantizer(w)
+        decoded[name], size = quantizer(name, w)
         nbytes += size
         errors[name] = relative_frobenius_error(w, decoded[name])
         sq_err[name] = errors[name] ** 2 * sq_norms[name]
@@ -133,14 +133,17 @@ def quantize_into(model: Any, matrices: dict[str, np.ndarray], sq_norms: dict[st
     }
 
 
-def load_cache() -> dict[str, dict[str, Any]]:
-    if not CACHE.is_file():
+def load_cache(path: Path = CACHE) -> dict[str, dict[str, Any]]:
+    if not path.is_file():
         return {}
-    return {json.dumps(e["key"], sort_keys=True): e["row"] for e in map(json.loads, CACHE.read_text().splitlines())}
+    return {json.dumps(e["key"], sort_keys=True): e["row"] for e in map(json.loads, path.read_text().splitlines())}
 
 
 def run_model(name: str, texts: dict[str, str], tokens: int, chosen: list[tuple[str, str, Quantizer | None]],
-              cache: dict[str, dict[str, Any]], progress: bool) -> list[dict[str, Any]]:
+              cache: dict[str, dict[str, Any]], progress: bool, *, cache_path: Path = CACHE,
+              before: Callable[[Any, Any], None] | None = None) -> list[dict[str, Any]]:
+    """Perplexity rows of every chosen method on every text, cached rows reused. ``before(model, tokenizer)``
+    runs once the reference model is loaded, before any method (calibration)."""
     from tqdm.auto import tqdm
 
     def key(text: str, method: str) -> str:
@@ -157,6 +160,8 @@ def run_model(name: str, texts: dict[str, str], tokens: int, chosen: list[tuple[
     raw_bytes = sum(p.numel() * p.element_size() for p in params.values() if p.ndim != 2)
     n_weights = sum(p.numel() for p in params.values())
     sq_norms = {n: float(np.square(w, dtype=np.float64).sum()) for n, w in matrices.items()}
+    if before is not None:
+        before(model, tokenizer)
     for method, side, quantizer in tqdm(todo, desc=name, unit="method", disable=not progress):
         if quantizer is None:
             apply_weights(model, matrices)
@@ -173,8 +178,8 @@ def run_model(name: str, texts: dict[str, str], tokens: int, chosen: list[tuple[
             if stats["on_grid_pct"] >= ON_GRID_PCT and quantizer is not None:
                 row["note"] = "on the published grid (lossless there by construction): not judged"
             cache[key(text_name, method)] = row
-            CACHE.parent.mkdir(parents=True, exist_ok=True)
-            with CACHE.open("a") as f:
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            with cache_path.open("a") as f:
                 f.write(json.dumps({"key": json.loads(key(text_name, method)), "row": row}) + "\n")
             rows.append(row)
     return rows
