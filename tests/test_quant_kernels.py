@@ -12,6 +12,7 @@ import pytest
 import tensorpress as tp
 from tensorpress.core.errors import InputError
 from tensorpress.kernels import available_backends, get_kernel
+from tensorpress.kernels.composite import SumProduct, product
 from tensorpress.kernels.numba.quant_matvec import planes_layout
 from tensorpress.kernels.reference.quant import unpack_bits
 
@@ -136,3 +137,81 @@ def test_triton_matches_reference(spec: str, weight: np.ndarray, inputs: np.ndar
         op = "matvec" if batch is None else "matmul"
         ref = get_kernel("quant", op, "reference")(*prepared.operands, x)
         _close(get_kernel("quant", op, "triton")(*prepared.operands, x), ref, terms @ np.abs(x.astype(np.float64)))
+
+
+# --- low-rank, sparse and composite products ---------------------------------------------------------------
+COMPOSITES = [
+    "lowrank(rank=24)", "lowrank(energy=0.9, factor_dtype=float32)",
+    "compensated(base=quant(bits=3, group=64), rank=8)",
+    "outliers(base=quant(bits=3, group=64), fraction=0.02)",
+    "gear(base=quant(bits=4, group=32), rank=4, outliers=0.01)",
+    "compensated(base=nm(n=2, m=4), rank=8)",
+]
+
+
+@pytest.mark.parametrize("spec", COMPOSITES)
+def test_products_of_composites_equal_the_decoded_product(spec: str, weight: np.ndarray, inputs: np.ndarray) -> None:
+    """Base + low-rank + sparse, each multiplied on its own data, sum to the decoded weight's product."""
+    w = weight[100:300, :448]
+    enc = tp.encode(w, spec)
+    prod = product(enc)
+    assert prod is not None and (prod.rows, prod.cols) == w.shape
+    dense = tp.decode(enc).astype(np.float64)
+    parts = dict(enc.parts)
+    bound_w = np.abs(dense) + sum(np.abs(tp.decode(p).astype(np.float64)) for p in parts.values()
+                                  if isinstance(p, tp.Encoded))
+    for batch in (None, 1, 7):
+        x = _rhs(inputs, 448, batch)
+        bound = bound_w @ np.abs(x.astype(np.float64))
+        for backend in ("reference", "numba"):
+            _close(prod(x, backend=backend), dense @ x, bound)
+    assert prod.nbytes < w.nbytes
+
+
+def test_product_of_a_sum_is_the_sum_of_its_parts(weight: np.ndarray, inputs: np.ndarray) -> None:
+    enc = tp.encode(weight[:256, :320], "gear(base=quant(bits=4, group=32), rank=4, outliers=0.01)")
+    prod = product(enc)
+    assert isinstance(prod, SumProduct)
+    assert [type(t).__name__ for t in prod.terms] == ["PreparedMatmul", "LowRankProduct", "CSRProduct"]
+    x = _rhs(inputs, 320, 3)
+    total = sum(t(x) for t in prod.terms)
+    np.testing.assert_allclose(prod(x), total, rtol=1e-6, atol=1e-6)
+    assert all(np.abs(t(x)).max() > 0 for t in prod.terms)  # every part contributes
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_numba_lowrank_and_csr_match_reference(dtype: type, weight: np.ndarray, inputs: np.ndarray) -> None:
+    u = np.ascontiguousarray(weight[:333, :17].astype(dtype))
+    v = np.ascontiguousarray(weight[17:34, 50:291].astype(dtype))
+    enc = tp.encode(weight[:61, :241].astype(dtype), "csr(sparsity=0.9)")
+    indptr, indices, values, _ = enc.codec.csr_parts(enc)
+    for batch in (None, 1, 5):
+        x = _rhs(inputs, 241, batch)
+        ax = np.abs(x.astype(np.float64))
+        ref = get_kernel("lowrank", "matvec" if batch is None else "matmul", "reference")(u, v, x)
+        scale = np.abs(u.astype(np.float64)) @ (np.abs(v.astype(np.float64)) @ ax)
+        _close(get_kernel("lowrank", "matvec" if batch is None else "matmul", "numba")(u, v, x), ref, scale)
+        op = "matvec" if batch is None else "matmul"
+        ref = get_kernel("csr", op, "reference")(indptr, indices, values, x)
+        _close(get_kernel("csr", op, "numba")(indptr, indices, values, x), ref,
+               np.abs(tp.decode(enc).astype(np.float64)) @ ax)
+
+
+def test_product_is_none_where_no_kernel_applies(weight: np.ndarray) -> None:
+    assert product(tp.encode(weight[:32, :64], "quant(bits=4, group=16, axis=0)")) is None
+    assert product(tp.encode(weight[:32, :64], "zstd(level=1)")) is None
+    assert product(tp.encode(weight[:128, :16].reshape(4, 32, 16), "lowrank(rank=2)")) is None
+
+
+def test_triton_lowrank_matches_reference(weight: np.ndarray, inputs: np.ndarray,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    if not HAS_TRITON:
+        pytest.skip("triton is not installed")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    u = np.ascontiguousarray(weight[:37, :5].astype(np.float16))
+    v = np.ascontiguousarray(weight[5:10, 50:147].astype(np.float16))
+    for batch in (None, 3):
+        x = _rhs(inputs, 97, batch)
+        op = "matvec" if batch is None else "matmul"
+        scale = np.abs(u.astype(np.float64)) @ (np.abs(v.astype(np.float64)) @ np.abs(x.astype(np.float64)))
+        _close(get_kernel("lowrank", op, "triton")(u, v, x), get_kernel("lowrank", op, "reference")(u, v, x), scale)
