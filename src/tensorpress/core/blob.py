@@ -282,7 +282,7 @@ class CheckedParts(Mapping[str, Any]):
         if expected is not None:
             if crc != expected:
                 raise BlobError(f"blob part {name!r} is corrupt: checksum mismatch")
-            del self._pending[name]
+            self._pending.pop(name, None)  # two threads may confirm the same part
 
 
 def _reject_constant(name: str) -> Any:
