@@ -124,15 +124,15 @@ def factorize(w: np.ndarray, rank: int | None, energy: float | None, method: str
     """``(A, B)``, float64 (rows, r) and (r, cols), with ``A·B`` the best rank-r approximation of the matrix
     ``w`` in the metric of ``method``; the singular values are split evenly (√σ into each factor)."""
     rows, cols = w.shape
-    if method == "svd":
-        left, right = np.eye(cols), None
-    elif method == "activation_aware":
-        left = whitener(gram(calib, shape, codec_id, method))
-        right = left
-    else:
-        d = column_weights(gram(calib, shape, codec_id, method))
-        left, right = np.diag(d), np.diag(d)
-    target = w if method == "svd" else w @ left
+    if rank is not None:  # a bad rank fails before the work
+        choose_rank(np.zeros(min(rows, cols)), rank, None, shape, codec_id)
+    target = w
+    if method == "activation_aware":
+        whiten = whitener(gram(calib, shape, codec_id, method))
+        target = w @ whiten
+    elif method == "fisher":
+        col = column_weights(gram(calib, shape, codec_id, method))
+        target = w * col
     if target.size == 0:
         r = choose_rank(np.zeros(0), rank, energy, shape, codec_id)
         return np.zeros((rows, r)), np.zeros((r, cols))
@@ -141,8 +141,10 @@ def factorize(w: np.ndarray, rank: int | None, energy: float | None, method: str
     root = np.sqrt(s[:r])
     a = u[:, :r] * root
     b = root[:, None] * vt[:r]
-    if right is not None:  # un-whiten: B S⁻¹, i.e. solve Sᵀ Bᵀ = (B_w)ᵀ
-        b = np.linalg.solve(right.T, b.T).T
+    if method == "activation_aware":  # un-whiten: B S⁻¹, i.e. solve Sᵀ Bᵀ = (B_w)ᵀ
+        b = np.linalg.solve(whiten.T, b.T).T
+    elif method == "fisher":
+        b = b / col
     return a, b
 
 

@@ -69,7 +69,7 @@ class Gear(Codec):
     def encode_array(self, x: np.ndarray, *, calib: Any = None) -> Encoded:
         _lowrank.require_finite_float(x, "gear")
         x64 = np.asarray(x, dtype=np.float64)
-        mask = pick(x64, self.outliers, None, importance(calib, x.shape, "gear"))
+        mask = pick(x64, self.outliers, importance(calib, x.shape, "gear"))
         rest = neutral_fill(x64, mask, self.base, np.zeros_like(x64)) if mask.any() else x64
         base = self.base.encode(restore_dtype(rest, x.dtype), calib=calib)
         left = x64 - base.decode().astype(np.float64)
