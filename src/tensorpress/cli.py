@@ -6,6 +6,7 @@
     tensorpress decode model.zip model.npz                    back to plain arrays
     tensorpress info model.zip                                sizes, ratios, specs
     tensorpress convert-checkpoint model.gguf model.zip --spec "quant(bits=4)" --policy policy.json
+    tensorpress convert-dataset winds.nc winds.zarr --spec "wavelet(max_abs=0.01)" --var "VWND=video(codec=h265)"
     tensorpress demo                                          real samples through several codecs
 
 User errors (a missing file, a bad spec, a corrupt blob) print one line ``tensorpress: error: …`` and exit
@@ -111,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--spec", required=True, help='spec of every tensor no policy pattern matches')
     convert.add_argument("--policy", metavar="FILE",
                          help='JSON {glob: spec or "skip"}; the first matching pattern wins')
+    dataset = command("convert-dataset", run_convert_dataset,
+                      "compress a NetCDF file or zarr store into a zarr v3 store, one spec per float variable")
+    dataset.add_argument("input", help="a NetCDF file (.nc, .cdf) or a zarr store (directory)")
+    dataset.add_argument("output", help="the zarr store to write (a directory; must not exist)")
+    dataset.add_argument("--spec", help='spec of every float variable no --var names (with --max-error E alone: '
+                         '"wavelet(max_abs=E)"); other variables are copied losslessly')
+    dataset.add_argument("--var", action="append", default=[], metavar="NAME=SPEC",
+                         help='spec of one variable (repeatable), e.g. --var "SST=wavelet(rel=0.001)"')
+    dataset.add_argument("--max-error", type=float, metavar="E",
+                         help="check that every element of every compressed variable is within E; else write nothing")
     info = command("info", run_info, "describe a .tpb blob or a container: specs, sizes, ratios")
     info.add_argument("path")
     demo = command("demo", run_demo, "compress scikit-image's sample images and volumes with several codecs")
@@ -178,6 +189,30 @@ def run_convert_checkpoint(args: argparse.Namespace) -> int:
             f"{total['original_bytes']} (ratio {total['ratio']:.4g}, {total['bits_per_element']:.4g} "
             f"bits/element); per tensor: tensorpress info {out}"
         )
+    return 0
+
+
+def run_convert_dataset(args: argparse.Namespace) -> int:
+    from . import xarray as tpx
+
+    policy: dict[str, str] = {}
+    for item in args.var:
+        name, sep, spec = item.partition("=")
+        if not sep or not name or not spec:
+            raise SpecError(f"--var expects NAME=SPEC, got {item!r}")
+        policy[name] = spec
+    default = args.spec or (f"wavelet(max_abs={args.max_error!r})" if args.max_error is not None else None)
+    if default is None and not policy:
+        raise SpecError("give --spec SPEC (or --max-error E for wavelet(max_abs=E)), and/or --var NAME=SPEC")
+    if default is not None:
+        policy["*"] = default
+    ds = tpx.open_dataset(args.input)
+    out = tpx.compress(ds, policy, args.output, max_error=args.max_error, progress=not args.quiet)
+    rows = tpx.report(ds, out)
+    if not args.quiet:
+        columns: list[Column] = [*TENSOR_COLUMNS, ("max_abs_error", "max abs err"), ("psnr_db", "PSNR dB")]
+        print(format_table([*rows, _totals(rows)], columns))
+        print(f"wrote {args.output}: open it with xarray.open_zarr({str(args.output)!r}, consolidated=False)")
     return 0
 
 

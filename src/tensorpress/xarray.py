@@ -44,6 +44,31 @@ if TYPE_CHECKING:
 SOURCE_FILL_ATTR = "tensorpress_source_fill_value"
 
 
+def open_dataset(path: str | os.PathLike[str]) -> xr.Dataset:
+    """A NetCDF file (NetCDF3 read by scipy, NetCDF4/HDF5 by netCDF4) or a zarr store, lazily, times not decoded
+    (the Ferret sample files count from year 0, which calendar libraries refuse), fill values as NaN."""
+    xr, _ = _modules()
+    source = Path(os.fspath(path))
+    if source.is_dir():
+        return xr.open_zarr(source, decode_times=False, consolidated=False)
+    with open(source, "rb") as f:  # a missing file raises FileNotFoundError here
+        magic = f.read(4)
+    if magic[:3] == b"CDF":
+        engine = "scipy"
+    elif magic == b"\x89HDF":
+        engine = "netcdf4"
+    else:
+        raise ContainerError(f"{source} is neither a NetCDF file nor a zarr store (a directory); it starts with "
+                             f"{magic!r}")
+    try:
+        return xr.open_dataset(source, engine=engine, decode_times=False, decode_timedelta=False)
+    except (ImportError, ValueError) as exc:
+        if (engine == "netcdf4" and "netCDF4" in str(exc)) or isinstance(exc, ImportError):
+            raise MissingDependencyError("netCDF4" if engine == "netcdf4" else "scipy", "xarray",
+                                         f"reading {source.name}") from None
+        raise
+
+
 def plan(ds: xr.Dataset, spec: Any) -> dict[str, Codec | None]:
     """The codec of every data variable (None: copied losslessly), checked before anything is written.
 
@@ -82,7 +107,7 @@ def compress(
     ``chunks``: ``None`` keeps ``ds``'s dask chunks (one chunk per variable when it has none), a mapping
     ``{dim: size}`` or ``"auto"`` rechunks. ``max_error``: every element of every compressed variable must be
     within it, else :class:`BoundError` and nothing is written. ``progress``: a progress bar on stderr (local
-    schedulers). Use :func:`report` on the result for sizes and errors.
+    schedulers). The result is opened with times not decoded; use :func:`report` on it for sizes and errors.
     """
     xr, dask = _modules()
     codecs = plan(ds, spec)
@@ -93,7 +118,7 @@ def compress(
 
         store = zarr.storage.MemoryStore()
         _write(source, store, encoding, progress, dask)
-        out = xr.open_zarr(store, consolidated=False)
+        out = xr.open_zarr(store, consolidated=False, decode_times=False)
         _verify(ds, out, codecs, max_error, dask)
         out.encoding["source"] = store  # where report() finds the stored sizes
         return out
@@ -104,14 +129,14 @@ def compress(
     tmp = target.with_name(f".{target.name}.tmp-{secrets.token_hex(4)}")
     try:
         _write(source, str(tmp), encoding, progress, dask)
-        _verify(ds, xr.open_zarr(tmp, consolidated=False), codecs, max_error, dask)
+        _verify(ds, xr.open_zarr(tmp, consolidated=False, decode_times=False), codecs, max_error, dask)
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return xr.open_zarr(target, consolidated=False)
+    return xr.open_zarr(target, consolidated=False, decode_times=False)
 
 
 def report(original: xr.Dataset, compressed: xr.Dataset) -> list[dict[str, Any]]:
