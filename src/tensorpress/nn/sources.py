@@ -6,6 +6,7 @@
 - a safetensors file (bfloat16/fp8 included, read without torch);
 - a Hugging Face model directory: ``config.json``, tokenizer files and ``*.safetensors`` weights (sharded
   ones through ``model.safetensors.index.json``), or ``pytorch_model.bin`` when there is no safetensors;
+  compressed-tensors folders (``quant_method: compressed-tensors``) through :mod:`tensorpress.nn.ct_source`;
 - a torch state dict (``.pt``/``.pth``/``.bin``), loaded with ``torch.load(weights_only=True)``: pickles of
   anything but tensors and plain containers are refused, never executed.
 
@@ -114,7 +115,9 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """The right reader for ``path`` (see the module docstring); raises :class:`CheckpointError`."""
     p = Path(os.fspath(path))
     if p.is_dir():
-        return HFDirectory(p)
+        from .ct_source import CompressedTensorsCheckpoint, is_compressed_tensors
+
+        return CompressedTensorsCheckpoint(p) if is_compressed_tensors(p) else HFDirectory(p)
     if not p.is_file():
         raise CheckpointError(f"{p}: no such file or directory")
     suffix = p.suffix.lower()
