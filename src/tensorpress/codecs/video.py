@@ -80,7 +80,7 @@ class Video(Codec):
     accepts_integers: ClassVar[bool] = False
     summary: ClassVar[str] = "float cubes as video planes through ffmpeg (h264, h265, av1; ffv1 lossless on codes)"
     examples: ClassVar[tuple[str, ...]] = (
-        "video(codec=ffv1, bits=16)",
+        "video(codec=ffv1, bits=12)",
         "video(codec=h264, crf=18)",
         "video(codec=h264, psnr=40)",
     )
