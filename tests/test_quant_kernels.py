@@ -215,3 +215,49 @@ def test_triton_lowrank_matches_reference(weight: np.ndarray, inputs: np.ndarray
         op = "matvec" if batch is None else "matmul"
         scale = np.abs(u.astype(np.float64)) @ (np.abs(v.astype(np.float64)) @ np.abs(x.astype(np.float64)))
         _close(get_kernel("lowrank", op, "triton")(u, v, x), get_kernel("lowrank", op, "reference")(u, v, x), scale)
+
+
+# --- CompressedLinear on the real SmolLM2 ------------------------------------------------------------------
+PROMPT = "It is a truth universally acknowledged, that a single man"
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The real SmolLM2 converted with the quant policy of the checkpoint tests, and with 2:4 sparsity."""
+    from checkpoint_fixtures import converted_smollm2
+    from tensorpress.nn import convert_checkpoint
+
+    quant = converted_smollm2()
+    nm = convert_checkpoint(quant["gguf"], tmp_path_factory.mktemp("nm") / "smollm2-nm.zip", spec="nm(n=2, m=4)",
+                            policy={"model.embed_tokens.weight": "raw", "*norm.weight": "raw"}, progress=False)
+    return {"quant": quant["zip"], "nm": nm}
+
+
+@pytest.mark.llm
+@pytest.mark.parametrize("which", ["quant", "nm"])
+def test_compressed_model_on_kernels_gives_the_decoded_logits(which: str, checkpoints: dict[str, Any]) -> None:
+    """Fused kernels (a short prompt, then one cached generation step) give the decoded model's logits within
+    float32 rounding; kernels=False gives them bit for bit."""
+    import torch
+
+    from tensorpress.nn import CompressedLinear, load
+
+    decoded, tokenizer = load(checkpoints[which], mode="decoded")
+    fused, _ = load(checkpoints[which], mode="compressed")
+    layers = [m for m in fused.modules() if isinstance(m, CompressedLinear)]
+    assert len(layers) == 30 * 7 and all(m.product is not None for m in layers)
+    ids = tokenizer(PROMPT, return_tensors="pt")["input_ids"]
+    assert 1 < ids.shape[1] <= CompressedLinear.kernel_max_tokens  # the prompt itself takes the fused path
+    with torch.no_grad():
+        steps = []
+        for model in (decoded, fused):
+            first = model(input_ids=ids, use_cache=True)
+            token = first.logits[:, -1:].argmax(-1)
+            steps.append((first.logits, model(input_ids=token, cache=first.cache).logits))
+        for a, b in zip(*steps, strict=True):
+            assert a.shape == b.shape and not torch.equal(a, b)  # another summation order: the kernels ran
+            assert torch.max(torch.abs(a - b)) <= 1e-3 * torch.max(torch.abs(a))
+            assert torch.equal(a.argmax(-1), b.argmax(-1))
+        for m in layers:
+            m.kernels = False
+        assert torch.equal(fused(input_ids=ids).logits, steps[0][0])
