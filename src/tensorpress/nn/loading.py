@@ -6,11 +6,13 @@ weights:
 
 - ``mode="decoded"``: every tensor is decoded into its parameter;
 - ``mode="compressed"``: each ``nn.Linear`` whose weight was stored with a codec other than ``raw`` becomes a
-  :class:`~tensorpress.nn.CompressedLinear` that keeps the stored :class:`~tensorpress.Encoded` and decodes
-  it per forward. Other tensors (embeddings, norms, raw weights) are decoded. A weight tied to another
+  :class:`~tensorpress.nn.CompressedLinear` that keeps the stored :class:`~tensorpress.Encoded` and, per
+  forward, multiplies straight from it (inputs of a few tokens, for formats with a compressed product) or
+  decodes it. Other tensors (embeddings, norms, raw weights) are decoded. A weight tied to another
   parameter (``lm_head`` sharing the input embeddings, as in SmolLM2) stays tied and decoded.
 
-Both modes give the same outputs bit for bit, so the same perplexity and the same greedy generations.
+Both modes give the same outputs bit for bit on the decoded path (long prompts, perplexity runs); the fused
+kernels (a generation step, a short prompt) agree with it within float32 rounding.
 """
 
 from __future__ import annotations
