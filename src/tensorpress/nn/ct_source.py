@@ -197,8 +197,9 @@ class CompressedTensorsCheckpoint(HFDirectory):
             else:
                 q = codes[rows].astype(compute)
             if zero is not None:
-                q = q - _expand(zero, qw, rows, columns).astype(compute)
-            out[rows] = q * _expand(scale, qw, rows, columns).astype(compute)
+                q -= _expand(zero, qw, rows, columns)
+            q *= _expand(scale, qw, rows, columns).astype(compute, copy=False)
+            out[rows] = q
         return out
 
     def encoded(self, name: str) -> Encoded | None:
