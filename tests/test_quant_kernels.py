@@ -13,7 +13,7 @@ import tensorpress as tp
 from tensorpress.core.errors import InputError
 from tensorpress.kernels import available_backends, get_kernel
 from tensorpress.kernels.composite import SumProduct, product
-from tensorpress.kernels.numba.quant_matvec import planes_layout
+from tensorpress.kernels.numba.quant_matvec import chunks_layout, planes_layout
 from tensorpress.kernels.reference.quant import unpack_bits
 
 pytest.importorskip("numba")
@@ -80,11 +80,14 @@ def test_numba_matvec_matmul_match_reference(spec: str, shape: tuple[int, int], 
         _close(fast, ref, terms @ np.abs(x.astype(np.float64)))
 
 
-def test_the_word_path_covers_the_usual_layouts() -> None:
-    """2-, 4- and 8-bit weights of model widths take the 8-lane word path, small groups included."""
+def test_the_vector_paths_cover_the_usual_layouts() -> None:
+    """2-, 4- and 8-bit weights of model widths take the 8-lane word path, small groups included; other
+    widths the 8-lane chunk path."""
     for bits, n, group in [(4, 4096, 128), (4, 576, 128), (4, 576, 32), (2, 1536, 64), (8, 576, 32), (2, 576, 16)]:
         assert planes_layout(bits, n, group)[0] > 0, (bits, n, group)
     assert planes_layout(3, 4096, 128) == (0, 0)
+    assert chunks_layout(3, 4096, 128) == 4 and chunks_layout(5, 576, 32) == 2  # odd widths: 8-code chunks
+    assert chunks_layout(3, 203, 128) == -1 and chunks_layout(3, 512, 100) == -1
     assert planes_layout(4, 4096, 100) == (0, 0)  # groups split words
     assert planes_layout(4, 203, 128) == (0, 0)  # rows end inside a word
 

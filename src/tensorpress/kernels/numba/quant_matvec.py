@@ -114,6 +114,76 @@ def planes_dot(typingctx, words, w0, xp, plane, nsteps, scales, s0, gshift, bits
     return sig, codegen
 
 
+@intrinsic
+def chunks_dot(typingctx, packed, b0, x, nchunks, scales, s0, gshift, bits_t):
+    """``Σ scale · code · x`` over the first ``nchunks`` chunks of a row of ``bits``-wide codes (``bits =
+    len(bits_t)``, any of 2…8) starting at byte ``packed[b0]``: chunk ``c`` is 8 codes in ``bits`` bytes, for
+    columns ``8c … 8c+7`` of ``x``, and belongs to group ``c >> gshift`` with scale ``scales.flat[s0 + …]``.
+
+    Codes 0–3 of a chunk come from a 32-bit load at its start, codes 4–7 from one at byte ``4·bits / 8``
+    (shifted by ``4·bits mod 8``); both are spread over 8 lanes and shifted by ``0, b, 2b, 3b`` per half.
+    The loads may reach up to 2 bytes past the chunk: the caller keeps them inside ``packed``.
+    """
+    if packed.dtype != types.uint8 or x.dtype != types.float32 or scales.dtype != types.float32:
+        return None
+    if not isinstance(bits_t, types.UniTuple) or not 2 <= bits_t.count <= 8:
+        return None
+    if not all(isinstance(t, types.Integer) for t in (b0, nchunks, s0, gshift)):
+        return None
+    bits = bits_t.count
+    sig = types.float32(packed, b0, x, nchunks, scales, s0, gshift, bits_t)
+
+    def codegen(context, builder, signature, args):
+        packed_, b0_, x_, nchunks_, scales_, s0_, gshift_, _ = args
+        st = signature.args
+        b0v, nchunksv, s0v, gshiftv = (context.cast(builder, v, t, types.int64)
+                                       for v, t in zip((b0_, nchunks_, s0_, gshift_), (st[1], st[3], st[5], st[6]),
+                                                       strict=True))
+        accs = [cgutils.alloca_once_value(builder, ir.Constant(_V8F, [0.0] * 8)) for _ in range(2)]
+        shifts = ir.Constant(_V8I, [bits * (lane % 4) for lane in range(8)])
+        mask = _splat((1 << bits) - 1)
+        hi_byte, hi_shift = (4 * bits) // 8, (4 * bits) % 8
+        undef = ir.Constant(_V8I, ir.Undefined)
+        halves = ir.Constant(_V8I, [0, 0, 0, 0, 1, 1, 1, 1])
+
+        def chunk(c: Any, acc_ptr: Any) -> None:
+            start = builder.add(b0v, builder.mul(c, ir.Constant(_I64, bits)))
+            lo = builder.load(_at(context, builder, st[0], packed_, start, _I32), align=1)
+            hi = builder.load(_at(context, builder, st[0], packed_, builder.add(start, ir.Constant(_I64, hi_byte)),
+                                  _I32), align=1)
+            if hi_shift:
+                hi = builder.lshr(hi, ir.Constant(_I32, hi_shift))
+            pair = builder.insert_element(builder.insert_element(undef, lo, ir.Constant(_I32, 0)), hi,
+                                          ir.Constant(_I32, 1))
+            v = builder.and_(builder.lshr(builder.shuffle_vector(pair, undef, halves), shifts), mask)
+            code = builder.sitofp(v, _V8F)
+            xv = builder.load(_at(context, builder, st[2], x_, builder.mul(c, ir.Constant(_I64, 8)), _V8F), align=4)
+            scale = builder.load(_at(context, builder, st[4], scales_,
+                                     builder.add(s0v, builder.ashr(c, gshiftv)), _F32), align=4)
+            lanes = builder.shuffle_vector(builder.insert_element(ir.Constant(_V8F, ir.Undefined), scale,
+                                                                  ir.Constant(_I32, 0)),
+                                           ir.Constant(_V8F, ir.Undefined), ir.Constant(_V8I, [0] * 8))
+            part = builder.fmul(code, xv, flags=_FLAGS)
+            builder.store(builder.fadd(builder.load(acc_ptr), builder.fmul(part, lanes, flags=_FLAGS),
+                                       flags=_FLAGS), acc_ptr)
+
+        pairs = builder.ashr(nchunksv, ir.Constant(_I64, 1))
+        with cgutils.for_range(builder, pairs) as loop:
+            c = builder.mul(loop.index, ir.Constant(_I64, 2))
+            chunk(c, accs[0])
+            chunk(builder.add(c, ir.Constant(_I64, 1)), accs[1])
+        odd = builder.icmp_signed("!=", builder.and_(nchunksv, ir.Constant(_I64, 1)), ir.Constant(_I64, 0))
+        with builder.if_then(odd):
+            chunk(builder.sub(nchunksv, ir.Constant(_I64, 1)), accs[0])
+        acc = builder.fadd(builder.load(accs[0]), builder.load(accs[1]), flags=_FLAGS)
+        lanes8 = [builder.extract_element(acc, ir.Constant(_I32, i)) for i in range(8)]
+        sums = [builder.fadd(lanes8[i], lanes8[i + 4], flags=_FLAGS) for i in range(4)]
+        return builder.fadd(builder.fadd(sums[0], sums[2], flags=_FLAGS), builder.fadd(sums[1], sums[3], flags=_FLAGS),
+                            flags=_FLAGS)
+
+    return sig, codegen
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _code_at(packed, pos, bits):  # numba infers the types
     """The code starting at bit ``pos`` of the LSB-first stream."""
@@ -168,6 +238,45 @@ def _matvec_groups(packed, scales, offsets, x, xsum, bits, n, group, y):  # numb
             y[r] = total
 
 
+@numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)
+def _matvec_chunks(packed, scales, offsets, x, xsum, n, group, gshift, bits_t, y):  # numba infers the types
+    bits = len(bits_t)
+    rows, ngroups = scales.shape
+    row_bytes = n * bits // 8
+    chunks = n // 8
+    for task in numba.prange(tasks(rows)):
+        lut = np.empty(256, np.float32)
+        codes = np.empty(group, np.float32)
+        r0, r1 = task_rows(task, rows)
+        for r in range(r0, r1):
+            total = np.float32(0.0)
+            if r < rows - 1:  # the chunk loads reach past a chunk: not past the end of the stream
+                total = chunks_dot(packed, r * row_bytes, x, chunks, scales,  # type: ignore[call-arg]
+                                   r * ngroups, gshift, bits_t)
+            else:
+                pos = r * n * bits
+                for g in range(ngroups):
+                    j = g * group
+                    count = min(group, n - j)
+                    pos = _group_span(packed, lut, np.float32(1.0), np.float32(0.0), bits, pos, codes, 0, count)
+                    s = np.float32(0.0)
+                    for i in range(count):
+                        s += x[j + i] * codes[i]
+                    total += scales[r, g] * s
+            for g in range(ngroups):
+                total += offsets[r, g] * xsum[g]
+            y[r] = total
+
+
+def chunks_layout(bits: int, n: int, group: int) -> int:
+    """log2 of the 8-code chunks per group when the chunk path applies (rows of whole chunks, groups of
+    2**m chunks), else -1."""
+    chunks = group // 8
+    if n % 8 or group % 8 or chunks & (chunks - 1):
+        return -1
+    return chunks.bit_length() - 1
+
+
 def _words(packed: np.ndarray) -> np.ndarray:
     """The stream as aligned uint32 words (a view when it can be)."""
     if packed.ctypes.data % 4 or not packed.flags.c_contiguous:
@@ -205,6 +314,8 @@ def matvec(packed: np.ndarray, scales: np.ndarray, offsets: np.ndarray, bits: in
             xp = np.ascontiguousarray(x.reshape(n // k, k).T).reshape(-1)
             _matvec_planes(_words(packed), packed, sc, of, xp, x, xsum, n, group, gshift, (0,) * bits, (0,) * spread,
                            y)
+        elif chunks_layout(bits, n, group) >= 0:
+            _matvec_chunks(packed, sc, of, x, xsum, n, group, chunks_layout(bits, n, group), (0,) * bits, y)
         else:
             _matvec_groups(packed, sc, of, x, xsum, bits, n, group, y)
     return y
