@@ -206,18 +206,29 @@ def test_product_is_none_where_no_kernel_applies(weight: np.ndarray) -> None:
     assert product(tp.encode(weight[:128, :16].reshape(4, 32, 16), "lowrank(rank=2)")) is None
 
 
-def test_triton_lowrank_matches_reference(weight: np.ndarray, inputs: np.ndarray,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_triton_lowrank_csr_and_composite_match_reference(weight: np.ndarray, inputs: np.ndarray,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     if not HAS_TRITON:
         pytest.skip("triton is not installed")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     u = np.ascontiguousarray(weight[:37, :5].astype(np.float16))
     v = np.ascontiguousarray(weight[5:10, 50:147].astype(np.float16))
+    sparse = tp.encode(weight[300:337, 50:147], "csr(sparsity=0.9)")
+    csr = sparse.codec.csr_parts(sparse)[:3]
+    gear_enc = tp.encode(weight[300:337, 50:146], "gear(base=quant(bits=4, group=32), rank=4, outliers=0.02)")
+    gear = product(gear_enc)
+    assert gear is not None
+    gear_terms = sum(np.abs(tp.decode(p).astype(np.float64)) for p in gear_enc.parts.values())
     for batch in (None, 3):
         x = _rhs(inputs, 97, batch)
+        ax = np.abs(x.astype(np.float64))
         op = "matvec" if batch is None else "matmul"
-        scale = np.abs(u.astype(np.float64)) @ (np.abs(v.astype(np.float64)) @ np.abs(x.astype(np.float64)))
+        scale = np.abs(u.astype(np.float64)) @ (np.abs(v.astype(np.float64)) @ ax)
         _close(get_kernel("lowrank", op, "triton")(u, v, x), get_kernel("lowrank", op, "reference")(u, v, x), scale)
+        _close(get_kernel("csr", op, "triton")(*csr, x), get_kernel("csr", op, "reference")(*csr, x),
+               np.abs(tp.decode(sparse).astype(np.float64)) @ ax)
+        # the composite: quant, low-rank and sparse parts all on Triton
+        _close(gear(x[:96], backend="triton"), gear(x[:96], backend="reference"), gear_terms @ ax[:96])
 
 
 # --- CompressedLinear on the real SmolLM2 ------------------------------------------------------------------
