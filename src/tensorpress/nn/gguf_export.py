@@ -19,16 +19,23 @@ Our codes are ``q`` (Q8_0: ``q + 128``), our scale is ``d`` and our minimum ``m`
 :func:`export_gguf` writes a container's tensors to a GGUF file: tensors in one of these layouts as their
 blocks (no re-quantization), every other tensor decoded, as F32. A container converted from a model of a
 known architecture gets GGUF tensor names and llama.cpp's q/k row order back (the inverse of what
-:mod:`~tensorpress.nn.gguf_source` undoes), plus the metadata that reader needs; it has no tokenizer, so it is
-a tensor file rather than a complete llama.cpp model. Other containers keep their names under the
-architecture ``tensorpress``. Reading the file back with :func:`tensorpress.nn.open_checkpoint` gives the
-same tensors, and ``GGUFCheckpoint.encoded(name)`` the same ``quant`` data.
+:mod:`~tensorpress.nn.gguf_source` undoes), the model's hyperparameters from its stored config
+(``<arch>.context_length``, ``embedding_length``, ``block_count``, …) and its tokenizer from the stored tokenizer
+files: a byte-level BPE ``tokenizer.json`` as GGUF's ``gpt2`` model, a byte-fallback one (SentencePiece-like) as
+``llama``, with merges, special token ids and the chat template (``gguf.vocab``'s readers, as llama.cpp's
+converter uses them). So the file is a complete model that ``gguf.GGUFReader`` and transformers'
+``from_pretrained(…, gguf_file=…)`` read; ``tokenizer.ggml.pre`` (llama.cpp's pre-tokenizer name) is not
+known from Hugging Face files and is left out, so llama.cpp falls back to its default pre-tokenizer. Other
+containers keep their names under the architecture ``tensorpress``. Reading the file back with
+:func:`tensorpress.nn.open_checkpoint` gives the same tensors, and ``GGUFCheckpoint.encoded(name)``
+the same ``quant`` data.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from pathlib import Path
 from typing import Any, cast
 
@@ -38,12 +45,19 @@ from ..core.encoded import Encoded
 from ..core.errors import InputError
 from ..formats.quant import GroupQuant
 from ..kernels.reference.quant import pack_bits, unpack_bits
+from .convert import model_files
 from .gguf_source import ARCHITECTURES, GENERIC_ARCHITECTURE, _import_gguf, gguf_name, qk_row_order
 from .sources import CheckpointError
 
 BLOCK = 32
 #: (bits, symmetric) → GGUF type name
 LAYOUTS = {(8, True): "Q8_0", (4, True): "Q4_0", (4, False): "Q4_1", (5, True): "Q5_0", (5, False): "Q5_1"}
+#: GGUF key (after ``<arch>.``) → Hugging Face config key, for the model hyperparameters written on export
+HYPERPARAMETERS = {
+    "context_length": "max_position_embeddings", "embedding_length": "hidden_size", "block_count": "num_hidden_layers",
+    "feed_forward_length": "intermediate_size", "rope.dimension_count": "head_dim", "rope.freq_base": "rope_theta",
+    "attention.layer_norm_rms_epsilon": "rms_norm_eps", "vocab_size": "vocab_size",
+}
 #: transformers model_type → GGUF architecture
 MODEL_TYPES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma2": "gemma2", "gemma3_text": "gemma3"}
 
@@ -151,6 +165,10 @@ def export_gguf(container: str | os.PathLike[str], out: str | os.PathLike[str], 
             if heads:
                 writer.add_uint32(f"{arch_name}.attention.head_count", heads[0])
                 writer.add_uint32(f"{arch_name}.attention.head_count_kv", heads[1])
+                meta = c.attrs.get("checkpoint") or {}
+                _add_hyperparameters(writer, arch_name, meta.get("config") or {})
+                stored = {k: v for k, v in (meta.get("files") or {}).items() if v in c}  # a subset may lack them
+                _add_tokenizer(gguf, writer, model_files(c, {**meta, "files": stored}))
             for _, gname, shape, kind in plan:
                 qtype = gguf.GGMLQuantizationType[kind or "F32"]
                 block, type_size = gguf.GGML_QUANT_SIZES[qtype]
@@ -170,6 +188,49 @@ def export_gguf(container: str | os.PathLike[str], out: str | os.PathLike[str], 
             tmp.unlink(missing_ok=True)
             raise
     return rows
+
+
+def _add_hyperparameters(writer: Any, arch_name: str, config: dict[str, Any]) -> None:
+    """The model's hyperparameters from its Hugging Face config (those it has), as llama.cpp names them."""
+    rope = config.get("rope_parameters")  # transformers 5 keeps rope_theta in there
+    rope = rope if isinstance(rope, dict) else {}
+    values = {key: config.get(name, rope.get(name)) for key, name in HYPERPARAMETERS.items()}
+    if values["rope.dimension_count"] is None and config.get("hidden_size") and config.get("num_attention_heads"):
+        values["rope.dimension_count"] = config["hidden_size"] // config["num_attention_heads"]
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if isinstance(value, int):
+            writer.add_uint32(f"{arch_name}.{key}", value)
+        else:
+            writer.add_float32(f"{arch_name}.{key}", value)
+
+
+def _add_tokenizer(gguf: Any, writer: Any, files: dict[str, bytes]) -> str | None:
+    """GGUF tokenizer metadata from the model's tokenizer files; the tokenizer model written (``gpt2`` or
+    ``llama``), or None when the files are no tokenizer ``gguf.vocab`` reads."""
+    import gguf.vocab
+
+    if "tokenizer.json" not in files and "vocab.json" not in files:
+        return None
+    with tempfile.TemporaryDirectory(prefix="tensorpress-tokenizer-") as tmp:
+        folder = Path(tmp)
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+        for kind in (gguf.vocab.BpeVocab, gguf.vocab.LlamaHfVocab):
+            try:
+                vocab = kind(folder)
+            except (FileNotFoundError, TypeError):  # not this kind of tokenizer
+                continue
+            tokens, scores, types = zip(*vocab.all_tokens(), strict=True)
+            writer.add_tokenizer_model(vocab.tokenizer_model)
+            writer.add_token_list(list(tokens))
+            writer.add_token_scores(list(scores))
+            writer.add_token_types(list(types))
+            special = gguf.vocab.SpecialVocab(folder, load_merges=kind is gguf.vocab.BpeVocab, n_vocab=len(tokens))
+            special.add_to_gguf(writer, quiet=True)
+            return str(vocab.tokenizer_model)
+    return None
 
 
 def _tensor_data(c: Any, name: str, gname: str, shape: tuple[int, ...], kind: str | None, arch_name: str,
