@@ -152,3 +152,14 @@ def test_corrupt_stream_is_a_clear_error(winds: np.ndarray) -> None:
     bad = Encoded(enc.codec, enc.shape, enc.dtype, {**enc.parts, "video0": stream[: len(stream) // 3]}, enc.meta)
     with pytest.raises(BlobError, match="video"):
         tp.decode(bad.to_bytes())
+
+
+def test_nan_only_chunk() -> None:
+    """Central Africa in the ocean climatology: every cell is land."""
+    land = _earth("levitus_climatology.cdf", "TEMP")[:4, 95:110, 0:15]
+    assert np.isnan(land).all()
+    for spec in ("video(codec=h265, psnr=40)", "video(codec=ffv1, bits=8)"):
+        enc = tp.encode(land, spec)
+        assert enc.meta["mode"] == "mask" and enc.nbytes < land.nbytes / 8  # the header, a tiny mask stream
+        y = tp.decode(enc.to_bytes())
+        assert y.shape == land.shape and np.isnan(y).all()
