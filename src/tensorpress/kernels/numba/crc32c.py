@@ -97,16 +97,16 @@ def _span(data, start, stop, crc):  # register after data[start:stop] from ``crc
     b = np.uint64(0)
     c = np.uint64(0)
     for i in range(third):
-        a = _crc_u64(a, words[i])
+        a = _crc_u64(a, words[i])  # type: ignore[call-arg]
         b = _crc_u64(b, words[third + i])
         c = _crc_u64(c, words[2 * third + i])
     reg = np.uint32(c) ^ _shift(np.uint32(b), 8 * third) ^ _shift(np.uint32(a), 16 * third)
     wide = np.uint64(reg)
     for i in range(3 * third, n_words):
-        wide = _crc_u64(wide, words[i])
+        wide = _crc_u64(wide, words[i])  # type: ignore[call-arg]
     reg = np.uint32(wide)
     for i in range(start + 8 * n_words, stop):
-        reg = _crc_u8(reg, data[i])
+        reg = _crc_u8(reg, data[i])  # type: ignore[call-arg]
     return reg
 
 
