@@ -86,7 +86,7 @@ class Outliers(Codec):
         base_enc = self.base.encode(x, calib=calib)
         approx = base_enc.decode().astype(np.float64)
         mask = np.zeros(x.shape, dtype=bool)
-        rounds = ROUNDS if isinstance(self.base, GroupQuant) and self.threshold is None else 1
+        rounds = (ROUNDS if isinstance(self.base, GroupQuant) and self.threshold is None else 1) if x.size else 0
         total = None if self.threshold is not None else picked_count(self.fraction, x.size)
         for i in range(rounds):
             if total is None:

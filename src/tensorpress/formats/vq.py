@@ -67,7 +67,7 @@ class VectorQuant(Codec):
     examples: ClassVar[tuple[str, ...]] = (
         "vq(dim=8, codebook_bits=6)",
         "vq(dim=4, codebook_bits=5, codebooks=2, residual=true, iters=4)",
-        "vq(dim=2, codebook_bits=3, codebooks=2, group=256, scales=false, iters=3, passes=1, codebook_dtype=float32)",
+        "vq(dim=2, codebook_bits=3, codebooks=2, group=1024, scales=false, iters=3, passes=1, codebook_dtype=float32)",
     )
 
     def validate(self) -> None:
