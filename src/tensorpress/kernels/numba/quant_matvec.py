@@ -3,14 +3,17 @@
 
 ``matvec`` uses the per-group sum trick,
 ``y[r] = Σ_g scale[r, g] · (Σ_{j∈g} x_j · code[r, j]) + offset[r, g] · Σ_{j∈g} x_j``, the group sums of ``x``
-taken once per call. For 2, 4 and 8 bits on rows that fill whole 32-bit words, the
-codes are read as uint32 words of ``k = 32 / bits`` codes, eight words at a time; ``x`` is laid out as ``k``
-planes (plane ``t`` holds ``x[t], x[t + k], …``) so that code ``t`` of eight words meets eight consecutive
-entries of plane ``t``: shift, mask, convert and multiply-add on 8 lanes, with no shuffles and no gathers.
-That inner step is written as LLVM vector IR (:func:`planes_dot`), the same on every host (AVX2 on x86).
-Groups of 8 words or more take one scale per group; smaller groups (``group < 8k``, e.g. 4-bit groups of
-32) take per-lane scales inside the step. Other bit widths and layouts decode one group at a time into a
-small buffer and take its dot product with ``x``.
+taken once per call. The inner loops are written as LLVM vector IR, 8 float32 lanes, the same on every host
+(AVX2 on x86; reassociation is not allowed, so LLVM keeps the independent multiply-add chains):
+
+- 2, 4 and 8 bits, rows that fill whole 32-bit words (:func:`planes_dot`): codes are read as uint32 words of
+  ``k = 32 / bits`` codes, eight words at a time; ``x`` is laid out as ``k`` planes (plane ``t`` holds
+  ``x[t], x[t + k], …``) so that code ``t`` of eight words meets eight consecutive entries of plane ``t``:
+  shift, mask, convert and multiply-add, no shuffles and no gathers. Groups of ``2**m`` words; groups
+  smaller than a step (e.g. 4-bit groups of 32) take per-lane scales.
+- other widths, rows of whole 8-code chunks (:func:`chunks_dot`): each chunk (8 codes in ``bits`` bytes) is
+  spread over the 8 lanes from two 32-bit loads and shifted per lane; ``x`` is read as it is.
+- anything else goes group by group: the decode kernel's unpacking into a small buffer, then a dot product.
 
 ``matmul`` (a few right-hand sides) dequantizes one row at a time into a buffer that stays in L1, exactly as
 ``decode`` does, and takes its dot products with the columns of ``X``, four at a time.
@@ -110,6 +113,65 @@ def planes_dot(typingctx, words, w0, xp, plane, nsteps, scales, s0, gshift, bits
         pairs = [builder.fadd(lanes8[i], lanes8[i + 4], flags=_FLAGS) for i in range(4)]
         return builder.fadd(builder.fadd(pairs[0], pairs[2], flags=_FLAGS),
                             builder.fadd(pairs[1], pairs[3], flags=_FLAGS), flags=_FLAGS)
+
+    return sig, codegen
+
+
+@intrinsic
+def planes_dot4(typingctx, words, w0, xp, plane, nsteps, scales, s0, gshift, bits_t, spread_t, out, ooff):
+    """:func:`planes_dot` for four right-hand sides at once, each word decoded once for all four: rhs ``j``'s
+    planes start at ``xp[j · k · plane]`` (``k = 32 / bits``); its sum is stored to ``out.flat[ooff + j]``."""
+    if words.dtype != types.uint32 or xp.dtype != types.float32 or scales.dtype != types.float32:
+        return None
+    if out.dtype != types.float32 or not (isinstance(bits_t, types.UniTuple) and isinstance(spread_t, types.UniTuple)):
+        return None
+    bits, spread = bits_t.count, spread_t.count
+    if bits not in (2, 4, 8) or spread not in (1, 2, 4, 8):
+        return None
+    if not all(isinstance(t, types.Integer) for t in (w0, plane, nsteps, s0, gshift, ooff)):
+        return None
+    sig = types.void(words, w0, xp, plane, nsteps, scales, s0, gshift, bits_t, spread_t, out, ooff)
+
+    def codegen(context, builder, signature, args):
+        words_, w0_, xp_, plane_, nsteps_, scales_, s0_, gshift_, _, _, out_, ooff_ = args
+        st = signature.args
+        w0v, planev, nstepsv, s0v, gshiftv, ooffv = (
+            context.cast(builder, v, t, types.int64)
+            for v, t in zip((w0_, plane_, nsteps_, s0_, gshift_, ooff_), (st[1], st[3], st[4], st[6], st[7], st[11]),
+                            strict=True))
+        k = 32 // bits
+        rhs_stride = builder.mul(planev, ir.Constant(_I64, k))
+        accs = [cgutils.alloca_once_value(builder, ir.Constant(_V8F, [0.0] * 8)) for _ in range(4)]
+        mask = _splat((1 << bits) - 1)
+        with cgutils.for_range(builder, nstepsv) as loop:
+            c = builder.mul(loop.index, ir.Constant(_I64, 8))
+            wv = builder.load(_at(context, builder, st[0], words_, builder.add(w0v, c), _V8I), align=4)
+            chains: list[Any] = [None] * 4
+            for t in range(k):
+                v = wv if t == 0 else builder.lshr(wv, _splat(bits * t))
+                if bits * (t + 1) < 32:
+                    v = builder.and_(v, mask)
+                code = builder.sitofp(v, _V8F)
+                base = builder.add(builder.mul(planev, ir.Constant(_I64, t)), c)
+                for j in range(4):
+                    off = builder.add(base, builder.mul(rhs_stride, ir.Constant(_I64, j)))
+                    xv = builder.load(_at(context, builder, st[2], xp_, off, _V8F), align=4)
+                    prod = builder.fmul(code, xv, flags=_FLAGS)
+                    chains[j] = prod if chains[j] is None else builder.fadd(chains[j], prod, flags=_FLAGS)
+            first = builder.add(s0v, builder.ashr(c, gshiftv))
+            small = builder.load(_at(context, builder, st[5], scales_, first, ir.VectorType(_F32, spread)), align=4)
+            lanes = builder.shuffle_vector(small, small, ir.Constant(_V8I, [lane * spread // 8 for lane in range(8)]))
+            for j in range(4):
+                builder.store(builder.fadd(builder.load(accs[j]), builder.fmul(chains[j], lanes, flags=_FLAGS),
+                                           flags=_FLAGS), accs[j])
+        for j in range(4):
+            acc = builder.load(accs[j])
+            lanes8 = [builder.extract_element(acc, ir.Constant(_I32, i)) for i in range(8)]
+            sums = [builder.fadd(lanes8[i], lanes8[i + 4], flags=_FLAGS) for i in range(4)]
+            total = builder.fadd(builder.fadd(sums[0], sums[2], flags=_FLAGS),
+                                 builder.fadd(sums[1], sums[3], flags=_FLAGS), flags=_FLAGS)
+            builder.store(total, _at(context, builder, st[10], out_, builder.add(ooffv, ir.Constant(_I64, j)), _F32))
+        return context.get_dummy_value()
 
     return sig, codegen
 
@@ -284,6 +346,19 @@ def _words(packed: np.ndarray) -> np.ndarray:
     return packed.view(np.uint32)
 
 
+#: floats appended to each plane of x: planes (and right-hand sides) a multiple of 4 KiB apart would all fall
+#: into the same L1 cache sets and evict each other
+_PLANE_PAD = 16
+
+
+def _planes(xt: np.ndarray, k: int) -> np.ndarray:
+    """float32 (batch, k · plane): right-hand sides (batch, n) as ``k`` planes each, ``plane = n / k + pad``."""
+    batch, n = xt.shape
+    out = np.zeros((batch, k, n // k + _PLANE_PAD), np.float32)
+    out[:, :, : n // k] = xt.reshape(batch, n // k, k).transpose(0, 2, 1)
+    return out.reshape(batch, -1)
+
+
 def planes_layout(bits: int, n: int, group: int) -> tuple[int, int]:
     """(groups per 8-word step, log2 of the words per group) when the plane path applies, else (0, 0)."""
     if bits not in (2, 4, 8):
@@ -311,7 +386,7 @@ def matvec(packed: np.ndarray, scales: np.ndarray, offsets: np.ndarray, bits: in
     with balanced():
         if spread:
             k = 32 // bits
-            xp = np.ascontiguousarray(x.reshape(n // k, k).T).reshape(-1)
+            xp = _planes(x[None, :], k).reshape(-1)
             _matvec_planes(_words(packed), packed, sc, of, xp, x, xsum, n, group, gshift, (0,) * bits, (0,) * spread,
                            y)
         elif chunks_layout(bits, n, group) >= 0:
@@ -336,14 +411,54 @@ def _matmul(packed, scales, offsets, bits, n, group, xt, out):  # numba infers t
             dense_row_dot(w, xt, out[r])
 
 
+@numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)
+def _matmul_planes(words, packed, scales, offsets, xp, xt, xsum, n, group, gshift, bits_t, spread_t, out):  # inferred
+    bits = len(bits_t)
+    k = 32 // bits
+    rows, ngroups = scales.shape
+    batch = out.shape[1]  # a multiple of 4 (zero right-hand sides pad it)
+    words_per_row = n // k
+    plane = xp.shape[1] // k
+    steps = n // (8 * k)
+    done = steps * 8 * k
+    for task in numba.prange(tasks(rows)):
+        r0, r1 = task_rows(task, rows)
+        for r in range(r0, r1):
+            for b0 in range(0, batch, 4):
+                planes_dot4(words, r * words_per_row, xp[b0:], plane, steps, scales,  # type: ignore[call-arg]
+                            r * ngroups, gshift, bits_t, spread_t, out[r], b0)
+            for j in range(done, n):  # the columns after the last whole step
+                w = scales[r, j // group] * np.float32(_code_at(packed, (r * n + j) * bits, bits))
+                for b in range(batch):
+                    out[r, b] += w * xt[b, j]
+            for g in range(ngroups):
+                for b in range(batch):
+                    out[r, b] += offsets[r, g] * xsum[b, g]
+
+
 @kernel("quant", "matmul", "numba")
 def matmul(packed: np.ndarray, scales: np.ndarray, offsets: np.ndarray, bits: int, n: int, group: int,
            x: np.ndarray) -> np.ndarray:
     """Same contract as :func:`tensorpress.kernels.reference.quant_matvec.matmul`."""
     rows = scales.shape[0]
-    out = np.zeros((rows, x.shape[1]), np.float32)
-    if rows and n and x.shape[1]:
-        with balanced():
-            _matmul(packed, np.ascontiguousarray(scales, np.float32), np.ascontiguousarray(offsets, np.float32),
-                    bits, n, group, np.ascontiguousarray(np.asarray(x, np.float32).T), out)
+    batch = x.shape[1]
+    if not (rows and n and batch):
+        return np.zeros((rows, batch), np.float32)
+    sc = np.ascontiguousarray(scales, np.float32)
+    of = np.ascontiguousarray(offsets, np.float32)
+    spread, gshift = planes_layout(bits, n, group)
+    with balanced():
+        if spread:
+            k = 32 // bits
+            padded = -(-batch // 4) * 4
+            xt = np.zeros((padded, n), np.float32)
+            xt[:batch] = np.asarray(x, np.float32).T
+            xp = _planes(xt, k)
+            xsum = np.add.reduceat(xt.astype(np.float64), np.arange(0, n, group), axis=1).astype(np.float32)
+            out = np.zeros((rows, padded), np.float32)
+            _matmul_planes(_words(packed), packed, sc, of, xp, xt, xsum, n, group, gshift, (0,) * bits,
+                           (0,) * spread, out)
+            return np.ascontiguousarray(out[:, :batch])
+        out = np.zeros((rows, batch), np.float32)
+        _matmul(packed, sc, of, bits, n, group, np.ascontiguousarray(np.asarray(x, np.float32).T), out)
     return out
