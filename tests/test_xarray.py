@@ -93,11 +93,8 @@ def test_failures_write_nothing(tmp_path: Path, winds: xr.Dataset) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.slow
-def test_conversion_on_a_distributed_cluster(tmp_path: Path, winds: xr.Dataset, request: pytest.FixtureRequest) -> None:
-    """Two worker processes start in 10-25 s on a 2-core machine: run with ``-m slow`` (and the xarray extra)."""
-    if "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("starts a 2-process dask cluster: run with -m slow")
+def test_conversion_on_a_distributed_cluster(tmp_path: Path, winds: xr.Dataset) -> None:
+    """The same conversion on a dask.distributed cluster of two worker processes (10-25 s on 2 cores)."""
     distributed = pytest.importorskip("distributed")
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
     with cluster, distributed.Client(cluster) as client:
