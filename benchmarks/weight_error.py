@@ -16,12 +16,13 @@ the same run; its K- and I-quants have no Python quantizer). Bits per element: o
 elements (header included); GGUF types their block bytes. ``rel_frobenius`` = ‖W − Ŵ‖_F / ‖W‖_F.
 ``output_error`` = ‖(W − Ŵ)·Xᵀ‖_F / ‖W·Xᵀ‖_F on the layer's real inputs for held-out text (Austen's
 *Persuasion*, 2048 tokens); formats given ``calib`` saw inputs of calibration text (the other novels, 2048
-tokens) only. Writes benchmarks/results/weight_error.json.
+tokens) only. Writes benchmarks/results/weight_error.json and .png (``--replot`` redraws the PNG only).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from pathlib import Path
@@ -33,9 +34,9 @@ import tensorpress as tp
 from tensorpress.core.metrics import relative_frobenius_error
 
 try:
-    from benchmarks.common import print_table, write_results
+    from benchmarks.common import RESULTS, print_table, write_results
 except ImportError:  # run as a script from the benchmarks folder
-    from common import print_table, write_results  # type: ignore[no-redef]
+    from common import RESULTS, print_table, write_results  # type: ignore[no-redef]
 
 TENSORS = {
     "smollm2": ("model.layers.10.mlp.up_proj.weight", "Q4_1"),
@@ -188,12 +189,56 @@ def budgets(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
     return out
 
 
+def family(row: dict[str, Any]) -> str:
+    """What a row's marker shows: the GGUF peers, or our outermost format (quant split by rounding)."""
+    if row["side"] == "peer":
+        return "gguf"
+    name = row["spec"].split("(")[0]
+    return "quant gptq" if name == "quant" and "rounding=gptq" in row["spec"] else name
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Relative Frobenius error and held-out output error against bits per weight, one column per tensor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({r["model"] for r in rows})
+    fig, axes = plt.subplots(2, len(names), figsize=(6.5 * len(names), 9), squeeze=False)
+    markers = dict(zip(["gguf", "quant", "quant gptq", "vq", "lowrank", "outliers", "compensated", "gear"],
+                       "sox^vDPX", strict=True))
+    for col, name in enumerate(names):
+        mine = [r for r in rows if r["model"] == name and not r["on_grid"] and r["bits_per_element"] <= 6]
+        for row_i, metric in enumerate(("rel_frobenius", "output_error")):
+            ax = axes[row_i][col]
+            for fam, marker in markers.items():
+                pts = [r for r in mine if family(r) == fam]
+                if pts:
+                    color = "black" if fam == "gguf" else f"C{list(markers).index(fam)}"
+                    ax.scatter([r["bits_per_element"] for r in pts], [r[metric] for r in pts], marker=marker,
+                               label=fam, s=40, color=color, alpha=0.8)
+            ax.set_yscale("log")
+            ax.set_xlabel("bits per weight (all stored bytes)")
+            ax.set_ylabel(metric.replace("_", " "))
+            ax.set_title(f"{name}: {mine[0]['tensor'] if mine else ''}", fontsize=9)
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--tensors", default=",".join(TENSORS), help="comma-separated: " + ", ".join(TENSORS))
     parser.add_argument("--only", nargs="*", default=None, help="run only specs containing one of these")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--replot", action="store_true", help="only redraw the PNG from the results JSON")
     args = parser.parse_args(argv)
+    if args.replot:
+        plot(json.loads((RESULTS / "weight_error.json").read_text())["rows"], RESULTS / "weight_error.png")
+        return
     specs = [(s, c) for s, c in OURS if not args.only or any(o in s for o in args.only)]
     rows: list[dict[str, Any]] = []
     for name in args.tensors.split(","):
@@ -207,7 +252,8 @@ def main(argv: list[str] | None = None) -> None:
               f" | peer {peer.get('spec')} {peer.get(m, math.nan):.4f}")
     if not args.only:
         path = write_results("weight_error", rows, {"budgets": best, "tokens": TOKENS, "context": CONTEXT})
-        print(f"wrote {path}")
+        plot(rows, path.with_suffix(".png"))
+        print(f"wrote {path} and {path.with_suffix('.png').name}")
 
 
 if __name__ == "__main__":
