@@ -17,7 +17,9 @@ How codes and group ranges are chosen (the stored layout and decode are the same
   :class:`~tensorpress.formats._calib.Hessian`), dampened by ``damp × mean(diag H)``. A group's range is
   chosen when its first column is reached, from its current (error-updated) values clamped to the group's
   original range. ``act_order=true`` visits columns by decreasing ``diag(H)``; groups stay in the original
-  order, so nothing extra is stored.
+  order, so nothing extra is stored. GPTQ fits the calibration tokens: with few tokens per input feature
+  (SmolLM2, 1-3 thousand tokens for 576-1536 inputs) it lowers the error on them far more than on other
+  text, and ``damp=0.1`` generalizes better than the usual 0.01; give it tens of thousands of tokens.
 - ``scale=minmax`` (default): a group's range is its [min, max]. ``scale=search``: the range is shrunk
   towards the group's value nearest 0 by the factor in ``1.0, 0.975 … 0.5`` that gives the least squared
   error over the group (each column weighted by ``diag(Xᵀ X)`` when ``calib`` is given), as llama.cpp's
