@@ -50,7 +50,7 @@ class LowRank(Codec):
     examples: ClassVar[tuple[str, ...]] = (
         "lowrank(energy=0.9)",
         "lowrank(energy=0.999, factor_dtype=float32)",
-        "lowrank(rank=0)",
+        "lowrank(energy=0.5)",
     )
 
     def validate(self) -> None:
