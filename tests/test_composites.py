@@ -92,6 +92,7 @@ def test_lowrank_fp16_factors_cost_half(camera: np.ndarray) -> None:
     assert relative_frobenius_error(x, y16) < relative_frobenius_error(x, y32) * 1.01
 
 
+@pytest.mark.llm
 def test_lowrank_activation_aware_and_fisher_beat_svd_on_the_layer_outputs(layer0: Any) -> None:
     w, x = layer0
     errors = {m: output_error(w, roundtrip(f"lowrank(rank=64, method={m})", w, x)[1], x)
@@ -101,6 +102,7 @@ def test_lowrank_activation_aware_and_fisher_beat_svd_on_the_layer_outputs(layer
     assert errors["activation_aware"] <= errors["fisher"]  # the full whitening is the optimum for this metric
 
 
+@pytest.mark.llm
 def test_lowrank_bad_input_names_the_parameter(layer0: Any) -> None:
     w, _ = layer0
     with pytest.raises(ConfigError, match="rank=577"):
@@ -117,6 +119,7 @@ def test_lowrank_bad_input_names_the_parameter(layer0: Any) -> None:
 
 
 # --- outliers --------------------------------------------------------------------------------------------
+@pytest.mark.llm
 def test_outliers_keep_the_worst_fitted_weights(layer0: Any) -> None:
     w, _ = layer0
     base_enc, base_y = roundtrip("quant(bits=3, group=128)", w)
@@ -135,6 +138,7 @@ def test_outliers_keep_the_worst_fitted_weights(layer0: Any) -> None:
     assert np.all(refit <= first) and np.mean(refit < first) > 0.3
 
 
+@pytest.mark.llm
 def test_outliers_threshold_and_calibration(layer0: Any) -> None:
     w, x = layer0
     base_err = np.abs(w - tp.decode(tp.encode(w, "quant(bits=2, group=64)")))
@@ -167,6 +171,7 @@ def astronaut_gray() -> np.ndarray:
 
 
 # --- compensated -----------------------------------------------------------------------------------------
+@pytest.mark.llm
 def test_compensated_corrects_the_base_error(layer0: Any) -> None:
     w, x = layer0
     _, base_y = roundtrip("quant(bits=2, group=64)", w)
@@ -191,6 +196,7 @@ def test_compensated_full_rank_is_nearly_exact(camera: np.ndarray) -> None:
 
 
 # --- gear ------------------------------------------------------------------------------------------------
+@pytest.mark.llm
 def test_gear_parts_and_error(layer0: Any) -> None:
     w, _ = layer0
     _, base_y = roundtrip("quant(bits=3, group=64)", w)
@@ -205,6 +211,7 @@ def test_gear_parts_and_error(layer0: Any) -> None:
     assert np.all(np.abs(y[kept] - w[kept]) <= 2.0**-11 * np.abs(resid[kept]) + 1e-7)
 
 
+@pytest.mark.llm
 def test_gear_on_a_kv_like_tensor(layer0: Any) -> None:
     w, x = layer0
     keys = (x[:1024].astype(np.float64) @ w.T.astype(np.float64)).astype(np.float32)  # real query vectors
@@ -222,6 +229,7 @@ NESTED = (
 )
 
 
+@pytest.mark.llm
 @pytest.mark.parametrize("spec", NESTED)
 def test_nested_specs_round_trip_and_survive_a_container(spec: str, layer0: Any, tmp_path: Path) -> None:
     w, x = layer0

@@ -27,6 +27,7 @@ def rows(layer0: Any) -> np.ndarray:
     return layer0[0][:256]  # 256 x 576: 18,432 sub-vectors of 8
 
 
+@pytest.mark.llm
 def test_codebooks_and_refinement_at_about_two_bits_beat_rtn_at_three(rows: np.ndarray) -> None:
     err, bits = {}, {}
     for name, spec in (("one", "vq(dim=8, codebook_bits=7)"),
@@ -41,6 +42,7 @@ def test_codebooks_and_refinement_at_about_two_bits_beat_rtn_at_three(rows: np.n
     assert err["additive"] <= err["residual"] * 1.001  # additive starts from the residual fit and only refines it
 
 
+@pytest.mark.llm
 def test_codes_are_packed_at_exactly_codebook_bits(rows: np.ndarray) -> None:
     for bits, books in ((3, 2), (8, 1), (9, 1)):
         enc = tp.encode(rows, f"vq(dim=8, codebook_bits={bits}, codebooks={books}, iters=1)")
@@ -56,6 +58,7 @@ def test_codes_are_packed_at_exactly_codebook_bits(rows: np.ndarray) -> None:
                               codes.reshape(-1))
 
 
+@pytest.mark.llm
 def test_decode_is_the_sum_of_codewords_times_the_row_scale(rows: np.ndarray) -> None:
     enc = tp.encode(rows, "vq(dim=8, codebook_bits=6, codebooks=2, group=128, iters=3)")
     book, codes, scales = enc.codec.parts_of(enc)
@@ -65,6 +68,7 @@ def test_decode_is_the_sum_of_codewords_times_the_row_scale(rows: np.ndarray) ->
     assert np.allclose(enc.decode()[r, v * 8:(v + 1) * 8], words * np.float32(scales[r]), rtol=1e-6, atol=0)
 
 
+@pytest.mark.llm
 def test_importance_weighting_lowers_the_output_error(layer0: Any) -> None:
     w, x = layer0
     spec = "vq(dim=8, codebook_bits=8)"
@@ -73,6 +77,7 @@ def test_importance_weighting_lowers_the_output_error(layer0: Any) -> None:
     assert weighted < 0.95 * plain
 
 
+@pytest.mark.llm
 def test_encoding_is_deterministic_and_fast(layer0: Any) -> None:
     w, _ = layer0
     t = time.perf_counter()
@@ -90,6 +95,7 @@ def test_rows_that_do_not_divide_and_photos(camera: np.ndarray) -> None:
     assert coarse > relative_frobenius_error(img, y)
 
 
+@pytest.mark.llm
 def test_bad_input_names_the_parameter(layer0: Any) -> None:
     w, _ = layer0
     with pytest.raises(InputError, match="codebook_bits=16"):
