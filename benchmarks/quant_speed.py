@@ -5,7 +5,9 @@
 W is a real 4096×4096 matrix: SmolLM2-135M's projections (dequantized from its GGUF) in layer order; without
 the model, stacked scikit-image samples stand in (the JSON says which). x is real too (the model's
 weights, shuffled). Encoded with ``quant`` at 2, 3, 4 and 8 bits (asymmetric, fp16 scale and minimum per
-group; 4-bit also symmetric groups of 32, the Q4_0 layout); batch 1 (``matvec``) and 16 (``matmul``).
+group; 4-bit also symmetric groups of 32, the Q4_0 layout); batch 1 (``matvec``) and 16 (``matmul``). Composite
+formats (low-rank, outliers, compensated, gear) are timed at batch 1 on the 1536×576 corner of the same
+matrix (SmolLM2's MLP shape), each as the sum of its parts' products (:mod:`tensorpress.kernels.composite`).
 Peers on the same W and x, same thread count: NumPy/BLAS float32 ``W @ x`` (the baseline), torch float32
 ``linear``, and torch's dynamic int8 ``Linear`` (weights int8 per channel, activations quantized per call).
 numba's threads = the BLAS pool's = torch's, for each count in ``--threads`` (default: all cores, then 1).
@@ -64,6 +66,13 @@ SPECS = {
     "q8 g128": "quant(bits=8, group=128)",
 }
 MUST = ("q4 g128", 2.0)  # 4-bit g128 matvec at batch 1 on 4096²: at least 2x dense fp32
+#: composite formats, multiplied as the sum of their parts' products (kernels.composite), on a model-shaped matrix
+COMPOSITES = {
+    "lowrank r64": "lowrank(rank=64)",
+    "q3 g128 + 1% outliers": "outliers(base=quant(bits=3, group=128), fraction=0.01)",
+    "q3 g128 + rank 32 (compensated)": "compensated(base=quant(bits=3, group=128), rank=32)",
+    "q4 g64 + rank 4 + 1% outliers (gear)": "gear(base=quant(bits=4, group=64), rank=4, outliers=0.01)",
+}
 
 
 def real_matrix() -> tuple[np.ndarray, str]:
@@ -153,6 +162,25 @@ def cases(w: np.ndarray, x: np.ndarray, batch: int) -> list[Case]:
     return out
 
 
+def composite_cases(w: np.ndarray, x: np.ndarray) -> list[Case]:
+    """Batch 1 on a (rows, cols) matrix: dense fp32, and each composite as the sum of its parts' products."""
+    from tensorpress.kernels.composite import product
+
+    io = x.nbytes + w.shape[0] * 4
+    out = [Case("dense fp32 (NumPy/BLAS)", "peer", lambda: w @ x, w.nbytes + io, 32.0)]
+    for label, spec in COMPOSITES.items():
+        enc = tp.encode(w, spec)
+        prod = product(enc)
+        if prod is None:
+            raise AssertionError(f"{spec} has no compressed product")
+        dense = tp.decode(enc).astype(np.float64) @ x
+        if not np.allclose(prod(x), dense, rtol=1e-3, atol=1e-3 * float(np.abs(dense).max())):
+            raise AssertionError(f"{spec}: the sum of the parts' products disagrees with the decoded product")
+        out.append(Case(f"{label} (numba, sum of parts)", "ours", lambda p=prod: p(x), prod.nbytes + io,
+                        enc.bits_per_element, spec))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", default=",".join(map(str, THREADS)),
@@ -168,6 +196,8 @@ def main() -> None:
     copy_gbps = bandwidth()
     print(f"copy bandwidth {copy_gbps:.1f} GB/s; weights: {source}")
     groups = [(batch, cases(w, x, batch)) for batch in ((1,) if args.quick else (1, 16))]
+    model = np.ascontiguousarray(w[:1536, :576])  # SmolLM2's MLP shape (up_proj), real weights
+    small = composite_cases(model, np.ascontiguousarray(x[:576]))
     rows_out: list[dict[str, Any]] = []
     loads: dict[str, Any] = {}
     for threads in THREADS:
@@ -187,14 +217,21 @@ def main() -> None:
                     for case in group:
                         case.seconds = min(case.seconds, best_time(case.fn, repeat=10 if batch == 1 else 4))
                 rows_out += _rows(group, batch, copy_gbps, threads)
+            for case in small:
+                case.seconds = float("inf")
+            for _ in range(args.rounds):
+                for case in small:
+                    case.seconds = min(case.seconds, best_time(case.fn, repeat=20))
+            rows_out += _rows(small, 1, copy_gbps, threads, "1536x576")
             loads[str(threads)] = {"before": before, "after": os.getloadavg()}
         print(f"threads {threads}: load average {loads[str(threads)]}")
-    print_table(rows_out, ["threads", "batch", "method", "side", "bits_per_element", "ms", "speedup_vs_dense",
+    print_table(rows_out, ["threads", "shape", "batch", "method", "side", "bits_per_element", "ms", "speedup_vs_dense",
                            "gb_per_s", "of_copy_bandwidth"])
     label, need = MUST
     musts = {}
     for threads in THREADS:
-        row = next(r for r in rows_out if r["threads"] == threads and r["batch"] == 1 and r["method"].startswith(label))
+        row = next(r for r in rows_out if r["threads"] == threads and r["batch"] == 1 and r["shape"] == f"{SIZE}x{SIZE}"
+                   and r["method"].startswith(label))
         met = row["speedup_vs_dense"] >= need
         musts[f"{label} batch 1 @ {threads} threads"] = {"speedup": row["speedup_vs_dense"], "must": need, "met": met}
         print(f"{threads} threads, {label} batch 1: {row['speedup_vs_dense']:.2f}x dense fp32 (must >= {need}x): "
@@ -208,9 +245,10 @@ def main() -> None:
     print(f"wrote {path}")
 
 
-def _rows(group: list[Case], batch: int, copy_gbps: float, threads: int) -> list[dict[str, Any]]:
+def _rows(group: list[Case], batch: int, copy_gbps: float, threads: int,
+          shape: str = f"{SIZE}x{SIZE}") -> list[dict[str, Any]]:
     dense = group[0].seconds
-    return [{"threads": threads, "shape": f"{SIZE}x{SIZE}", "batch": batch, "method": c.method, "side": c.side,
+    return [{"threads": threads, "shape": shape, "batch": batch, "method": c.method, "side": c.side,
              "spec": c.spec, "bits_per_element": round(c.bpe, 3), "seconds": c.seconds, "ms": c.seconds * 1e3,
              "speedup_vs_dense": dense / c.seconds, "gb_per_s": c.nbytes / c.seconds / GB,
              "of_copy_bandwidth": c.nbytes / c.seconds / GB / copy_gbps} for c in group]
