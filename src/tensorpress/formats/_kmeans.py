@@ -126,3 +126,48 @@ def unpack_codes(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
 
 def packed_nbytes(count: int, bits: int) -> int:
     return (count * bits + 7) // 8
+
+
+def assign_pairs(x: np.ndarray, w: np.ndarray, first: np.ndarray, second: np.ndarray, beam: int) -> np.ndarray:
+    """Codes (n, 2) int64 minimizing the weighted distance of ``x`` to ``first[a] + second[b]``, searching
+    ``b`` exhaustively for each of the ``beam`` codewords ``a`` nearest to ``x`` alone (a beam search over
+    the first codebook, as AQLM does, instead of fixing ``a`` greedily)."""
+    out = np.zeros((len(x), 2), dtype=np.int64)
+    if len(x):
+        _assign_pairs(np.ascontiguousarray(x, np.float32), np.ascontiguousarray(w, np.float32),
+                      np.ascontiguousarray(first, np.float32), np.ascontiguousarray(second, np.float32),
+                      min(beam, len(first)), out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _assign_pairs(x, w, first, second, beam, out):  # numba infers the types
+    n, d = x.shape
+    k = first.shape[0]
+    t0 = np.ascontiguousarray(first.T)
+    t1 = np.ascontiguousarray(second.T)
+    for s in numba.prange((n + 255) // 256):
+        acc = np.empty(k, np.float32)
+        acc2 = np.empty(second.shape[0], np.float32)
+        left = np.empty(d, np.float32)
+        for i in range(s * 256, min(n, s * 256 + 256)):
+            acc[:] = 0
+            for t in range(d):
+                for j in range(k):
+                    diff = x[i, t] - t0[t, j]
+                    acc[j] += w[i, t] * diff * diff
+            order = np.argsort(acc)[:beam]
+            best = np.inf
+            for a in order:
+                for t in range(d):
+                    left[t] = x[i, t] - first[a, t]
+                acc2[:] = 0
+                for t in range(d):
+                    for j in range(second.shape[0]):
+                        diff = left[t] - t1[t, j]
+                        acc2[j] += w[i, t] * diff * diff
+                b = np.argmin(acc2)
+                if acc2[b] < best:
+                    best = acc2[b]
+                    out[i, 0] = a
+                    out[i, 1] = b
