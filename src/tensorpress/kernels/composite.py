@@ -8,6 +8,7 @@ with its kernel operands extracted once (what a layer keeps between calls):
   of them densified;
 - ``lowrank`` (``factors``: U, V) → :class:`LowRankProduct`, ``U·(V·x)``;
 - ``csr`` (``csr_parts``) → :class:`CSRProduct`;
+- ``vq`` (``parts_of``: codebooks, codes, scales) → :class:`VQProduct`, a lookup-matvec on the packed codes;
 - formats whose ``prepare`` gives a callable product (``quant``, ``nm``, ``bitmap``, ``block``) → that.
 
 Anything else (or a layout the kernels do not take, such as a weight quantized along its output axis) gives
@@ -102,6 +103,45 @@ class CSRProduct:
 
 
 @dataclass(frozen=True)
+class VQProduct:
+    """A ``vq`` weight times ``x`` from its codebooks and packed codes (operands:
+    :mod:`tensorpress.kernels.reference.vq`)."""
+
+    book: np.ndarray
+    packed: np.ndarray
+    scales: np.ndarray
+    bits: int
+    per: int
+    cols: int
+
+    @property
+    def rows(self) -> int:
+        return int(self.scales.shape[0])
+
+    def __call__(self, x: Any, *, backend: str | None = None) -> np.ndarray:
+        xx = operand(x, self.cols, "vq")
+        return get_kernel("vq", _op(xx), backend)(self.book, self.packed, self.scales, self.bits, self.per,
+                                                  self.cols, xx)
+
+    @property
+    def nbytes(self) -> int:
+        return self.book.nbytes + self.packed.nbytes + self.scales.nbytes
+
+
+def vq_product(enc: Encoded) -> VQProduct:
+    """The :class:`VQProduct` of a 2-D ``vq`` weight: codebooks widened to float32, the stored code stream
+    padded with 3 zero bytes, row scales as float32 (ones without them)."""
+    codec: Any = enc.codec
+    book, _, scales = codec.parts_of(enc)
+    rows, cols = enc.shape
+    packed = np.concatenate([enc.part_array("codes", np.uint8).reshape(-1),
+                             np.zeros(3, np.uint8)])
+    s = np.ones(rows, np.float32) if scales is None else scales.astype(np.float32)
+    per = rows if codec.group == 0 else min(codec.group, rows)
+    return VQProduct(np.ascontiguousarray(book, np.float32), packed, s, codec.codebook_bits, max(per, 1), cols)
+
+
+@dataclass(frozen=True)
 class SumProduct:
     """The sum of the products of parts that add up to one weight (a composite format)."""
 
@@ -140,6 +180,8 @@ def product(enc: Encoded) -> Product | None:
         indptr, indices, values, _ = codec.csr_parts(enc)
         vals = values if values.dtype in (np.float16, np.float32) else values.astype(np.float32)
         return CSRProduct(indptr, np.ascontiguousarray(indices), np.ascontiguousarray(vals), rows, cols)
+    if hasattr(codec, "parts_of"):
+        return vq_product(enc)
     if hasattr(codec, "prepare"):
         try:
             prepared = codec.prepare(enc)
