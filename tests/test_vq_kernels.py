@@ -54,7 +54,7 @@ def _rhs(inputs: np.ndarray, rows: int, batch: int | None) -> np.ndarray:
 
 def _terms(p: VQProduct) -> np.ndarray:
     """|scale| · Σ_c |codeword_c| per weight (float64): what the float32 sums of the kernels are made of."""
-    groups, c, _, dim = p.book.shape
+    _, c, _, dim = p.book.shape
     nvec = -(-p.cols // dim)
     codes = codes_of(p.packed, p.bits, p.rows, nvec, c)
     g = (np.arange(p.rows) // p.per)[:, None]

@@ -29,7 +29,7 @@ def codes_of(packed: np.ndarray, bits: int, rows: int, nvec: int, c: int) -> np.
 def dequantize(book: np.ndarray, packed: np.ndarray, scales: np.ndarray, bits: int, per: int,
                cols: int) -> np.ndarray:
     """``W`` as float64 (rows, cols)."""
-    groups, c, _, dim = book.shape
+    _, c, _, dim = book.shape
     rows = scales.shape[0]
     nvec = -(-cols // dim)
     codes = codes_of(packed, bits, rows, nvec, c)
