@@ -85,14 +85,15 @@ def test_gptq_on_a_real_layer_beats_nearest_on_held_out_text(smollm2: tuple[Any,
     """Layer 3's o_proj (576 inputs), H from 1024 calibration tokens. With so few tokens per input GPTQ
     overfits the calibration set at damp=0.01 (measured: far lower error there, little gain held out), so the
     held-out check uses damp=0.1."""
-    from tensorpress.nn.calibrate import activations, hessians
+    from tensorpress.formats._calib import Hessian
+    from tensorpress.nn.calibrate import activations
 
     model, tokenizer = smollm2
     name = "model.layers.3.self_attn.o_proj.weight"
     w = model.get_parameter(name).detach().numpy()
     pick = {"select": lambda n: n == name, "progress": False, "context": 512}
-    h = hessians(model, tokenizer, texts[0], max_tokens=1024, **pick)[name]
     x_cal = activations(model, tokenizer, texts[0], rows=1024, max_tokens=1024, **pick)[name].astype(np.float64)
+    h = Hessian.of(x_cal)  # every token: what hessians() gives (checked above)
     x_eval = activations(model, tokenizer, texts[1], rows=512, max_tokens=512, **pick)[name].astype(np.float64)
 
     def out_err(spec: str, x: np.ndarray, calib: Any = None) -> float:
