@@ -57,8 +57,11 @@ def _q(bits: int, **options: str) -> str:
 SPECS = [
     *(s for b in (4, 3) for s in (_q(b), _q(b, rounding="gptq"))),
     "nf4(group=64)", "mxfp4(block=32)", "fp8(e4m3)", "fp8(e5m2)",
-    *(s for b in (4, 3) for s in (_q(b, scale="search"), _q(b, rounding="gptq", scale="search"),
-                                  _q(b, rounding="gptq", act_order="true"))),
+    # a few thousand calibration tokens for 576-1536 inputs: more damping generalizes better
+    *(_q(b, rounding="gptq", damp="0.1") for b in (4, 3)),
+    _q(4, scale="search"),
+    *(s for b in (4, 3) for s in (_q(b, rounding="gptq", scale="search"), _q(b, rounding="gptq", act_order="true"))),
+    _q(3, scale="search"),
 ]
 
 
