@@ -14,8 +14,7 @@ from conftest import load_real
 from tensorpress.core.errors import InputError
 from tensorpress.kernels import available_backends, get_kernel
 from tensorpress.kernels.composite import VQProduct, product
-from tensorpress.kernels.numba.vq import uses_table
-from tensorpress.kernels.reference.vq import codes_of
+from tensorpress.kernels.reference.vq import codes_of, uses_table
 
 pytest.importorskip("numba")
 
@@ -135,15 +134,15 @@ def test_vq_ops_have_numba_and_reference() -> None:
 
 
 # --- Triton, in the interpreter on the CPU ---------------------------------------------------------------
-@pytest.mark.parametrize(("spec", "shape"), [CASES[1], CASES[3], CASES[5]])
+@pytest.mark.parametrize(("spec", "shape"), [CASES[1], CASES[3], CASES[5]])  # table; direct; 9-bit codes
 def test_triton_matches_reference(spec: str, shape: tuple[int, int], weight: np.ndarray, inputs: np.ndarray,
                                   monkeypatch: pytest.MonkeyPatch) -> None:
     if not HAS_TRITON:
         pytest.skip("triton is not installed")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    enc = tp.encode(weight[:shape[0], :shape[1]], spec)
+    enc = tp.encode(weight[:48, :shape[1]], spec)  # 48 rows: the interpreter is slow
     p = product(enc)
-    assert p is not None
+    assert isinstance(p, VQProduct)
     terms = _terms(p)
     for batch in (None, 3):
         x = _rhs(inputs, shape[1], batch)

@@ -19,6 +19,7 @@ import numba
 import numpy as np
 
 from ..dispatch import kernel
+from ..reference.vq import uses_table
 from ._bits import balanced, task_rows, tasks
 
 
@@ -127,11 +128,6 @@ def _direct(book, x2, packed, scales, bits, per, out):  # numba infers the types
                         acc[b] += word[t] * x2[lo + t, b]
             for b in range(batch):
                 out[r, b] = acc[b] * scales[r]
-
-
-def uses_table(per: int, codewords: int, dim: int) -> bool:
-    """Whether sets of ``per`` rows are cheaper through a table than decoded directly."""
-    return per * (dim - 1) >= codewords * dim
 
 
 def _product(book: np.ndarray, packed: np.ndarray, scales: np.ndarray, bits: int, per: int, cols: int,

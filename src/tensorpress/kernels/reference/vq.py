@@ -40,6 +40,13 @@ def dequantize(book: np.ndarray, packed: np.ndarray, scales: np.ndarray, bits: i
     return w.reshape(rows, nvec * dim)[:, :cols] * scales.astype(np.float64)[:, None]
 
 
+def uses_table(per: int, codewords: int, dim: int) -> bool:
+    """Whether the fast kernels tabulate ``codeword · x-slice`` for codebook sets of ``per`` rows (a table
+    costs ``codewords · dim`` multiply-adds per sub-vector position and codebook, decoding directly ``per ·
+    dim``, the table's gathers ``per``) rather than decode each row's codewords directly."""
+    return per * (dim - 1) >= codewords * dim
+
+
 def _product(book: np.ndarray, packed: np.ndarray, scales: np.ndarray, bits: int, per: int, cols: int,
              x: np.ndarray) -> np.ndarray:
     return (dequantize(book, packed, scales, bits, per, cols) @ np.asarray(x, np.float64)).astype(np.float32)
