@@ -23,6 +23,7 @@ import itertools
 import json
 import math
 import struct
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -47,9 +48,11 @@ _parallel_crc: Any = None  # the kernel once looked up; False where it cannot ru
 
 
 def _crc(data: Any) -> int:
-    # google_crc32c takes bytes or ndarrays, not memoryviews; a uint8 view costs no copy.
+    # google_crc32c takes bytes or ndarrays, not memoryviews; a uint8 view costs no copy. The parallel kernel
+    # only where Numba is loaded already (a decode kernel runs anyway): loading Numba for a checksum alone
+    # costs ~125 MB and a second, which a converter that never decodes should not pay.
     view = np.frombuffer(data, dtype=np.uint8)
-    if view.size >= _PARALLEL_CRC_BYTES:
+    if view.size >= _PARALLEL_CRC_BYTES and "numba" in sys.modules:
         kernel = _parallel_crc if _parallel_crc is not None else _find_parallel_crc()
         if kernel:
             return int(kernel(view))
