@@ -51,6 +51,20 @@ def best_time(fn: Callable[[], Any], repeat: int = 7, warmup: int = 1) -> float:
     return min(times)
 
 
+def interleaved_best(fns: dict[str, Callable[[], Any]], rounds: int = 25) -> dict[str, float]:
+    """Shortest wall time of each ``fn`` over ``rounds`` rounds that call every one in turn, so a burst of other
+    work (or a slow page-fault phase) hits them alike; one warm-up call each first."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {name: min(ts) for name, ts in times.items()}
+
+
 def real_stack(min_bytes: int, width: int = 4096) -> np.ndarray:
     """A float32 (rows, width) matrix of at least ``min_bytes`` made by stacking real arrays.
 

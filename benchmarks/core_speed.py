@@ -25,9 +25,9 @@ from tensorpress.core.encoded import Encoded
 from tensorpress.kernels import get_kernel
 
 try:
-    from benchmarks.common import best_time, print_table, real_stack, write_results
+    from benchmarks.common import best_time, interleaved_best, print_table, real_stack, write_results
 except ImportError:  # run as a script from the benchmarks folder
-    from common import best_time, print_table, real_stack, write_results  # type: ignore[no-redef]
+    from common import best_time, interleaved_best, print_table, real_stack, write_results  # type: ignore[no-redef]
 
 GB = 1e9
 
@@ -61,14 +61,18 @@ def quant_case(spec: str, x: np.ndarray, copy_gbps: float, workdir: Path) -> lis
                else np.float32(-(1 << (codec.bits - 1))) * scales)
     g = codec.group
     kernel = get_kernel("quant", "decode", "numba")
-    t_kernel = best_time(lambda: kernel(enc.parts["codes"], scales, offsets, codec.bits, x.shape[1], g))
-    t_codec = best_time(lambda: codec.decode(enc))
-    t_blob = best_time(lambda: Encoded.from_bytes(blob).decode())
     path = workdir / f"q{codec.bits}_{g}.zarr"
     tp.save(path, {"w": enc}, progress=False)
     container = tp.open(path)
-    t_container = best_time(lambda: container.read("w"))
-    t_zarr = best_time(lambda: container["w"][...])
+    # interleaved rounds: the overheads are a few percent, below the drift of timing each path on its own
+    t = interleaved_best({
+        "kernel": lambda: kernel(enc.parts["codes"], scales, offsets, codec.bits, x.shape[1], g),
+        "codec": lambda: codec.decode(enc),
+        "blob": lambda: Encoded.from_bytes(blob).decode(),
+        "container": lambda: container.read("w"),
+        "zarr": lambda: container["w"][...],
+    })
+    t_kernel, t_codec, t_blob, t_container, t_zarr = (t[k] for k in ("kernel", "codec", "blob", "container", "zarr"))
     out_bytes = x.nbytes
     for what, t in (("numba kernel", t_kernel), ("codec.decode", t_codec), ("blob → decode", t_blob),
                     ("container read", t_container), ("zarr array [...]", t_zarr)):
