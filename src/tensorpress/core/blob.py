@@ -47,12 +47,13 @@ _PARALLEL_CRC_BYTES = 1 << 20  # from here on the parallel CRC kernel pays for i
 _parallel_crc: Any = None  # the kernel once looked up; False where it cannot run
 
 
-def _crc(data: Any) -> int:
-    # google_crc32c takes bytes or ndarrays, not memoryviews; a uint8 view costs no copy. The parallel kernel
-    # only where Numba is loaded already (a decode kernel runs anyway): loading Numba for a checksum alone
-    # costs ~125 MB and a second, which a converter that never decodes should not pay.
+def _crc(data: Any, *, parallel: bool = False) -> int:
+    # google_crc32c takes bytes or ndarrays, not memoryviews; a uint8 view costs no copy. ``parallel``: checks on
+    # reading may use the parallel kernel, where Numba is loaded already (a decode kernel runs anyway). Writers
+    # never do: loading Numba for a checksum costs ~125 MB, and even with Numba loaded its parallel runtime adds
+    # ~50 MB to a converter's peak that only encodes.
     view = np.frombuffer(data, dtype=np.uint8)
-    if view.size >= _PARALLEL_CRC_BYTES and "numba" in sys.modules:
+    if parallel and view.size >= _PARALLEL_CRC_BYTES and "numba" in sys.modules:
         kernel = _parallel_crc if _parallel_crc is not None else _find_parallel_crc()
         if kernel:
             return int(kernel(view))
@@ -208,7 +209,7 @@ def loads(data: bytes | bytearray | memoryview, *, verify: bool = True, _depth: 
         crc = _get(entry, "crc32c", int)
         if verify and kind == "array" and n >= DEFERRED_CRC_BYTES:
             pending[name] = crc  # checked on first access, or by a decode kernel that reads it anyway
-        elif verify and _crc(buf) != crc:
+        elif verify and _crc(buf, parallel=True) != crc:
             raise BlobError(f"blob part {name!r} is corrupt: checksum mismatch")
         if name in parts:
             raise BlobError(f"blob part {name!r} appears twice")
@@ -258,7 +259,7 @@ class CheckedParts(Mapping[str, Any]):
         part = self._parts[name]
         expected = self._pending.get(name)
         if expected is not None:
-            self.confirm(name, _crc(part))
+            self.confirm(name, _crc(part, parallel=True))
         return part
 
     def __iter__(self) -> Iterator[str]:
