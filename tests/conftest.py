@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable
 from typing import Any
@@ -46,3 +47,26 @@ def faces() -> np.ndarray:
     from tensorpress.datasets import face_stack
 
     return load_real(face_stack)
+
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None and importlib.util.find_spec("torch") is not None
+
+
+@pytest.fixture(scope="module")
+def weight(camera: np.ndarray) -> np.ndarray:
+    """A real 512×512 matrix (the camera photo), zero mean and unit variance: a weight for kernel tests."""
+    a = camera.astype(np.float64)
+    return ((a - a.mean()) / a.std()).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def inputs(faces: np.ndarray) -> np.ndarray:
+    """Real right-hand sides: 16 centred faces, flattened (625 each), as columns."""
+    flat = faces.reshape(faces.shape[0], -1)[:16].astype(np.float64)
+    return np.ascontiguousarray((flat - flat.mean()).T, dtype=np.float32)
+
+
+def rhs(inputs: np.ndarray, rows: int, batch: int | None) -> np.ndarray:
+    """``inputs`` repeated to ``rows`` rows: one column (batch None) or ``batch`` columns."""
+    x = np.resize(inputs, (rows, inputs.shape[1]))  # repeats the real faces to any length
+    return np.ascontiguousarray(x[:, 0] if batch is None else x[:, :batch])

@@ -3,13 +3,13 @@ triton), low-rank and composite sums."""
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 import numpy as np
 import pytest
 
 import tensorpress as tp
+from conftest import HAS_TRITON, rhs
 from tensorpress.core.errors import InputError
 from tensorpress.kernels import available_backends, get_kernel
 from tensorpress.kernels.composite import SumProduct, product
@@ -17,28 +17,6 @@ from tensorpress.kernels.numba.quant_matvec import chunks_layout, planes_layout
 from tensorpress.kernels.reference.quant import unpack_bits
 
 pytest.importorskip("numba")
-
-HAS_TRITON = importlib.util.find_spec("triton") is not None and importlib.util.find_spec("torch") is not None
-
-
-@pytest.fixture(scope="module")
-def weight(camera: np.ndarray) -> np.ndarray:
-    """A real 512×512 matrix, zero mean and unit variance."""
-    a = camera.astype(np.float64)
-    return ((a - a.mean()) / a.std()).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def inputs(faces: np.ndarray) -> np.ndarray:
-    """Real right-hand sides: 16 centred faces, flattened (625 each), as columns."""
-    flat = faces.reshape(faces.shape[0], -1)[:16].astype(np.float64)
-    return np.ascontiguousarray((flat - flat.mean()).T, dtype=np.float32)
-
-
-def _rhs(inputs: np.ndarray, rows: int, batch: int | None) -> np.ndarray:
-    x = np.resize(inputs, (rows, inputs.shape[1]))  # repeats the real faces to any length
-    return np.ascontiguousarray(x[:, 0] if batch is None else x[:, :batch])
-
 
 def _terms(ops: tuple[Any, ...]) -> np.ndarray:
     """|code · scale| + |offset| per weight (float64): what the fp32 sums of the kernels are made of."""
@@ -73,7 +51,7 @@ def test_numba_matvec_matmul_match_reference(spec: str, shape: tuple[int, int], 
     prepared = enc.codec.prepare(enc)
     terms = _terms(prepared.operands)
     for batch in (None, 1, 5, 16):
-        x = _rhs(inputs, shape[1], batch)
+        x = rhs(inputs, shape[1], batch)
         op = "matvec" if batch is None else "matmul"
         ref = get_kernel("quant", op, "reference")(*prepared.operands, x)
         fast = get_kernel("quant", op, "numba")(*prepared.operands, x)
@@ -100,7 +78,7 @@ def test_prepared_product_equals_the_decoded_product(weight: np.ndarray, inputs:
         prepared = enc.codec.prepare(enc)
         assert (prepared.rows, prepared.cols) == w.shape
         assert prepared.nbytes < w.nbytes / 4  # codes + fp32 scales and offsets: far below fp32
-        x = _rhs(inputs, 448, 4)
+        x = rhs(inputs, 448, 4)
         bound = np.abs(dense) @ np.abs(x) + _terms(prepared.operands) @ np.abs(x)
         _close(prepared(x), dense @ x, bound)
         _close(prepared(x[:, 0]), dense @ x[:, 0], bound[:, 0])
@@ -136,7 +114,7 @@ def test_triton_matches_reference(spec: str, weight: np.ndarray, inputs: np.ndar
     prepared = enc.codec.prepare(enc)
     terms = _terms(prepared.operands)
     for batch in (None, 3):
-        x = _rhs(inputs, 97, batch)
+        x = rhs(inputs, 97, batch)
         op = "matvec" if batch is None else "matmul"
         ref = get_kernel("quant", op, "reference")(*prepared.operands, x)
         _close(get_kernel("quant", op, "triton")(*prepared.operands, x), ref, terms @ np.abs(x.astype(np.float64)))
@@ -164,7 +142,7 @@ def test_products_of_composites_equal_the_decoded_product(spec: str, weight: np.
     bound_w = np.abs(dense) + sum(np.abs(tp.decode(p).astype(np.float64)) for p in parts.values()
                                   if isinstance(p, tp.Encoded))
     for batch in (None, 1, 7):
-        x = _rhs(inputs, 448, batch)
+        x = rhs(inputs, 448, batch)
         bound = bound_w @ np.abs(x.astype(np.float64))
         for backend in ("reference", "numba"):
             _close(prod(x, backend=backend), dense @ x, bound)
@@ -176,7 +154,7 @@ def test_product_of_a_sum_is_the_sum_of_its_parts(weight: np.ndarray, inputs: np
     prod = product(enc)
     assert isinstance(prod, SumProduct)
     assert [type(t).__name__ for t in prod.terms] == ["PreparedMatmul", "LowRankProduct", "CSRProduct"]
-    x = _rhs(inputs, 320, 3)
+    x = rhs(inputs, 320, 3)
     total = sum(t(x) for t in prod.terms)
     np.testing.assert_allclose(prod(x), total, rtol=1e-6, atol=1e-6)
     assert all(np.abs(t(x)).max() > 0 for t in prod.terms)  # every part contributes
@@ -189,7 +167,7 @@ def test_numba_lowrank_and_csr_match_reference(dtype: type, weight: np.ndarray, 
     enc = tp.encode(weight[:61, :241].astype(dtype), "csr(sparsity=0.9)")
     indptr, indices, values, _ = enc.codec.csr_parts(enc)
     for batch in (None, 1, 5):
-        x = _rhs(inputs, 241, batch)
+        x = rhs(inputs, 241, batch)
         ax = np.abs(x.astype(np.float64))
         ref = get_kernel("lowrank", "matvec" if batch is None else "matmul", "reference")(u, v, x)
         scale = np.abs(u.astype(np.float64)) @ (np.abs(v.astype(np.float64)) @ ax)
@@ -220,7 +198,7 @@ def test_triton_lowrank_csr_and_composite_match_reference(weight: np.ndarray, in
     assert gear is not None
     gear_terms = sum(np.abs(tp.decode(p).astype(np.float64)) for p in gear_enc.parts.values())
     for batch in (None, 3):
-        x = _rhs(inputs, 97, batch)
+        x = rhs(inputs, 97, batch)
         ax = np.abs(x.astype(np.float64))
         op = "matvec" if batch is None else "matmul"
         scale = np.abs(u.astype(np.float64)) @ (np.abs(v.astype(np.float64)) @ ax)

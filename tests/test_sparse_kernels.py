@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from typing import Any
 
@@ -11,33 +10,12 @@ import numpy as np
 import pytest
 
 import tensorpress as tp
+from conftest import HAS_TRITON, rhs
 from tensorpress.formats import _sparse
 from tensorpress.formats.bitmap import row_offsets
 from tensorpress.kernels import available_backends, get_kernel
 
 pytest.importorskip("numba")
-
-HAS_TRITON = importlib.util.find_spec("triton") is not None and importlib.util.find_spec("torch") is not None
-
-
-@pytest.fixture(scope="module")
-def weight(camera: np.ndarray) -> np.ndarray:
-    """A real 512×512 matrix, zero mean and unit variance."""
-    a = camera.astype(np.float64)
-    return ((a - a.mean()) / a.std()).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def inputs(faces: np.ndarray) -> np.ndarray:
-    """Real right-hand sides: 16 centred faces, flattened (625 each), as columns."""
-    flat = faces.reshape(faces.shape[0], -1)[:16].astype(np.float64)
-    return np.ascontiguousarray((flat - flat.mean()).T, dtype=np.float32)
-
-
-def _rhs(inputs: np.ndarray, rows: int, batch: int | None) -> np.ndarray:
-    x = np.resize(inputs, (rows, inputs.shape[1]))  # repeats the real faces to any length
-    return np.ascontiguousarray(x[:, 0] if batch is None else x[:, :batch])
-
 
 def _matmul_operands(enc: tp.Encoded) -> tuple[str, tuple[Any, ...], int]:
     """(codec id, the kernel's operands before x, the padded input length) of a 2-D encoded weight."""
@@ -70,7 +48,7 @@ def test_numba_matvec_matmul_match_reference(
     fmt, ops, padded = _matmul_operands(enc)
     dense = np.abs(tp.decode(enc).astype(np.float64))
     for batch in (None, 1, 5, 16):
-        x = _rhs(inputs, shape[1], batch)
+        x = rhs(inputs, shape[1], batch)
         xp = _sparse.pad_rows(x, padded)
         op = "matvec" if batch is None else "matmul"
         ref = get_kernel(fmt, op, "reference")(*ops, xp)
@@ -115,7 +93,7 @@ def test_matmul_through_the_codec_equals_dense(weight: np.ndarray, inputs: np.nd
         w = weight[:, :300]
         enc = tp.encode(w.astype(np.float16), spec)
         dense = tp.decode(enc).astype(np.float64)
-        x = _rhs(inputs, 300, 4)
+        x = rhs(inputs, 300, 4)
         _close(enc.codec.matmul(enc, x), dense @ x, np.abs(dense) @ np.abs(x))
         _close(enc.codec.matmul(enc, x[:, 0]), dense @ x[:, 0], np.abs(dense) @ np.abs(x[:, 0]))
 
@@ -150,7 +128,7 @@ def test_triton_matches_reference(spec: str, interpret: Callable[[str, str], Cal
     fmt, ops, padded = _matmul_operands(enc)
     dense = np.abs(tp.decode(enc).astype(np.float64))
     for batch in (None, 3):
-        x = _rhs(inputs, 97, batch)
+        x = rhs(inputs, 97, batch)
         xp = _sparse.pad_rows(x, padded)
         op = "matvec" if batch is None else "matmul"
         ref = get_kernel(fmt, op, "reference")(*ops, xp)

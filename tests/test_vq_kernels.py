@@ -4,29 +4,17 @@ residual and additive, row scales on and off, codebook sets per row group, a sho
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 
 import tensorpress as tp
-from conftest import load_real
+from conftest import HAS_TRITON, load_real
 from tensorpress.core.errors import InputError
 from tensorpress.kernels import available_backends, get_kernel
 from tensorpress.kernels.composite import VQProduct, product
 from tensorpress.kernels.reference.vq import codes_of, uses_table
 
 pytest.importorskip("numba")
-
-HAS_TRITON = importlib.util.find_spec("triton") is not None and importlib.util.find_spec("torch") is not None
-
-
-@pytest.fixture(scope="module")
-def weight(camera: np.ndarray) -> np.ndarray:
-    """A real 512×512 matrix (the camera photo), zero mean and unit variance."""
-    a = camera.astype(np.float64)
-    return ((a - a.mean()) / a.std()).astype(np.float32)
-
 
 @pytest.fixture(scope="module")
 def inputs(faces: np.ndarray) -> np.ndarray:
