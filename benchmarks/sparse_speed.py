@@ -19,36 +19,22 @@ Writes benchmarks/results/sparse_speed.json. Numbers are ratios to read, not ass
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
+try:  # first: it fixes the thread pools before NumPy and numba start them
+    from benchmarks.threads import THREADS
+except ImportError:  # run as a script from the benchmarks folder
+    from threads import THREADS  # type: ignore[no-redef]
 
-def _threads_from_argv() -> list[int]:
-    text = None
-    for i, arg in enumerate(sys.argv):
-        if arg == "--threads" and i + 1 < len(sys.argv):
-            text = sys.argv[i + 1]
-        elif arg.startswith("--threads="):
-            text = arg.split("=", 1)[1]
-    if text:
-        return [int(t) for t in text.split(",")]
-    cores = os.cpu_count() or 1
-    return [cores, 1] if cores > 1 else [1]
+from typing import Any
 
+import numba
+import numpy as np
 
-THREADS = _threads_from_argv()
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ[_var] = str(max(THREADS))  # before NumPy and numba start their pools
-
-from typing import Any  # noqa: E402
-
-import numba  # noqa: E402
-import numpy as np  # noqa: E402
-
-import tensorpress as tp  # noqa: E402
-from tensorpress.formats.csr import CSRSparse  # noqa: E402
-from tensorpress.formats.topk import TopK  # noqa: E402
-from tensorpress.kernels import get_kernel  # noqa: E402
+import tensorpress as tp
+from tensorpress.formats.csr import CSRSparse
+from tensorpress.formats.topk import TopK
+from tensorpress.kernels import get_kernel
 
 try:
     from benchmarks.common import best_time, print_table, real_stack, write_results
