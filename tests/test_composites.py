@@ -243,3 +243,18 @@ def test_nested_specs_round_trip_and_survive_a_container(spec: str, layer0: Any,
     store = tp.open(tmp_path / "c.zarr")
     assert np.array_equal(store["w"], y)
     assert store.encoded("w").nbytes == enc.nbytes
+
+
+@pytest.mark.parametrize("spec", ["lowrank(rank=8, method=activation_aware)",
+                                  "compensated(base=quant(bits=3, group=64), rank=8, method=activation_aware)",
+                                  "vq(dim=5, codebook_bits=4)",
+                                  "outliers(base=quant(bits=3, group=64), fraction=0.01)"])
+def test_a_hessian_calibrates_like_its_activations(faces: np.ndarray, spec: str) -> None:
+    """``calib`` may be the accumulated Xᵀ X that tensorpress.nn.calibrate collects over many tokens."""
+    from tensorpress.formats._calib import Hessian
+
+    flat = faces.reshape(faces.shape[0], -1).astype(np.float64)
+    flat -= flat.mean(axis=0)
+    w, x = flat[:128].astype(np.float32), flat[128:]
+    np.testing.assert_array_equal(tp.decode(tp.encode(w, spec, calib=Hessian.of(x))),
+                                  tp.decode(tp.encode(w, spec, calib=x)))

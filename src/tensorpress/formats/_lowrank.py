@@ -65,13 +65,21 @@ def require_finite_float(x: np.ndarray, codec_id: str) -> None:
 
 
 def gram(calib: Any, shape: tuple[int, ...], codec_id: str, method: str) -> np.ndarray:
-    """``XᵀX / samples`` (cols × cols, float64) of the calibration activations for a weight of ``shape``."""
+    """``XᵀX / samples`` (cols × cols, float64) of the calibration activations for a weight of ``shape``;
+    ``calib`` is X (samples, in) or an accumulated :class:`~tensorpress.formats._calib.Hessian`."""
+    from ._calib import Hessian
+
     if calib is None:
         raise InputError(
             f"{codec_id}(method={method}) needs calibration activations: encode(w, calib=X) with X of shape "
-            "(samples, in) holding the layer's real inputs; or use method=svd"
+            "(samples, in) holding the layer's real inputs (or a tensorpress Hessian); or use method=svd"
         )
     cols = matrix_shape(shape)[1]
+    if isinstance(calib, Hessian):
+        if calib.features != cols or calib.samples == 0:
+            raise InputError(f"{codec_id}(method={method}): calib is a Hessian of {calib.features} inputs over "
+                             f"{calib.samples} samples; a weight of shape {shape} needs {cols} inputs")
+        return calib.matrix / calib.samples
     x = np.asarray(calib)
     if x.ndim < 2 or x.shape[-1] != cols:
         raise InputError(
