@@ -121,7 +121,8 @@ def judge(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         group = [r for r in rows if (r["model"], r["text"]) == (model, text) and r["side"] != "reference"
                  and r.get("on_grid_pct", 0.0) < ON_GRID_PCT]
         for budget in BUDGETS:
-            peers = [r for r in group if r["side"] == "peer" and r["bits_per_weight"] <= budget]
+            # a budget's nominal bits plus the raw norms every row stores (Q4_0 is 4.507 with them)
+            peers = [r for r in group if r["side"] == "peer" and r["bits_per_weight"] <= budget + BUDGET_SLACK]
             ours = [r for r in group if r["side"] == "ours" and r["bits_per_weight"] <= budget + BUDGET_SLACK]
             if not peers or not ours:
                 continue
