@@ -37,30 +37,26 @@ def available() -> bool:
     return bool(binding.get_host_cpu_features().get("sse4.2", False))
 
 
-@intrinsic
-def _crc_u64(typingctx: Any, crc: Any, word: Any) -> Any:
-    """One ``crc32 r64, r/m64`` step: the register after feeding 8 bytes."""
-    sig = types.uint64(types.uint64, types.uint64)
+def _crc_step(reg_bits: int, data_bits: int) -> Any:
+    """The ``crc32`` instruction on a ``reg_bits`` register fed ``data_bits`` of data: the register after it."""
 
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        fnty = ir.FunctionType(ir.IntType(64), [ir.IntType(64), ir.IntType(64)])
-        fn = builder.module.declare_intrinsic("llvm.x86.sse42.crc32.64.64", fnty=fnty)
-        return builder.call(fn, args)
+    @intrinsic
+    def step(typingctx: Any, crc: Any, data: Any) -> Any:
+        reg_type = getattr(types, f"uint{reg_bits}")
+        sig = reg_type(reg_type, getattr(types, f"uint{data_bits}"))
 
-    return sig, codegen
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            fnty = ir.FunctionType(ir.IntType(reg_bits), [ir.IntType(reg_bits), ir.IntType(data_bits)])
+            fn = builder.module.declare_intrinsic(f"llvm.x86.sse42.crc32.{reg_bits}.{data_bits}", fnty=fnty)
+            return builder.call(fn, args)
+
+        return sig, codegen
+
+    return step
 
 
-@intrinsic
-def _crc_u8(typingctx: Any, crc: Any, byte: Any) -> Any:
-    """One ``crc32 r32, r/m8`` step: the register after feeding 1 byte."""
-    sig = types.uint32(types.uint32, types.uint8)
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        fnty = ir.FunctionType(ir.IntType(32), [ir.IntType(32), ir.IntType(8)])
-        fn = builder.module.declare_intrinsic("llvm.x86.sse42.crc32.32.8", fnty=fnty)
-        return builder.call(fn, args)
-
-    return sig, codegen
+_crc_u64 = _crc_step(64, 64)  # crc32 r64, r/m64: 8 bytes
+_crc_u8 = _crc_step(32, 8)  # crc32 r32, r/m8: 1 byte
 
 
 @numba.njit(cache=True, nogil=True)
@@ -90,24 +86,8 @@ def _shift(crc, nbytes):  # crc · x^(8·nbytes) mod P: the register carried ove
 
 @numba.njit(cache=True, nogil=True)
 def _span(data, start, stop, crc):  # register after data[start:stop] from ``crc``; no final xor
-    n_words = (stop - start) // 8
-    third = n_words // 3
-    words = data[start:start + 8 * n_words].view(np.uint64)
-    a = np.uint64(crc)
-    b = np.uint64(0)
-    c = np.uint64(0)
-    for i in range(third):
-        a = _crc_u64(a, words[i])  # type: ignore[call-arg]
-        b = _crc_u64(b, words[third + i])
-        c = _crc_u64(c, words[2 * third + i])
-    reg = np.uint32(c) ^ _shift(np.uint32(b), 8 * third) ^ _shift(np.uint32(a), 16 * third)
-    wide = np.uint64(reg)
-    for i in range(3 * third, n_words):
-        wide = _crc_u64(wide, words[i])  # type: ignore[call-arg]
-    reg = np.uint32(wide)
-    for i in range(start + 8 * n_words, stop):
-        reg = _crc_u8(reg, data[i])  # type: ignore[call-arg]
-    return reg
+    third, join_b, join_a = span_constants(stop - start)
+    return span_fixed(data, start, stop, crc, third, join_b, join_a)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -125,16 +105,16 @@ def span_fixed(data, start, stop, crc, third, join_b, join_a):  # numba infers t
     b = np.uint64(0)
     c = np.uint64(0)
     for i in range(third):
-        a = _crc_u64(a, words[i])  # type: ignore[call-arg]
+        a = _crc_u64(a, words[i])
         b = _crc_u64(b, words[third + i])
         c = _crc_u64(c, words[2 * third + i])
     reg = np.uint32(c) ^ _mul(np.uint32(b), join_b) ^ _mul(np.uint32(a), join_a)
     wide = np.uint64(reg)
     for i in range(3 * third, words.size):
-        wide = _crc_u64(wide, words[i])  # type: ignore[call-arg]
+        wide = _crc_u64(wide, words[i])
     reg = np.uint32(wide)
     for i in range(start + 8 * words.size, stop):
-        reg = _crc_u8(reg, data[i])  # type: ignore[call-arg]
+        reg = _crc_u8(reg, data[i])
     return reg
 
 
