@@ -51,18 +51,31 @@ def best_time(fn: Callable[[], Any], repeat: int = 7, warmup: int = 1) -> float:
     return min(times)
 
 
-def interleaved_best(fns: dict[str, Callable[[], Any]], rounds: int = 25) -> dict[str, float]:
-    """Shortest wall time of each ``fn`` over ``rounds`` rounds that call every one in turn, so a burst of other
-    work (or a slow page-fault phase) hits them alike; one warm-up call each first."""
+def interleaved_times(fns: dict[str, Callable[[], Any]], rounds: int = 25) -> dict[str, list[float]]:
+    """Wall times of each ``fn`` over ``rounds`` rounds that call every one in turn, so a burst of other work (or
+    a slow page-fault phase) hits them alike; the order rotates each round so none always runs after the same
+    neighbour. One warm-up call each first."""
     for fn in fns.values():
         fn()
+    names = list(fns)
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
             t = time.perf_counter()
-            fn()
+            fns[name]()
             times[name].append(time.perf_counter() - t)
-    return {name: min(ts) for name, ts in times.items()}
+    return times
+
+
+def interleaved_best(fns: dict[str, Callable[[], Any]], rounds: int = 25) -> dict[str, float]:
+    """Shortest wall time of each ``fn`` over the rounds of :func:`interleaved_times`."""
+    return {name: min(ts) for name, ts in interleaved_times(fns, rounds).items()}
+
+
+def paired_overhead(times: dict[str, list[float]], base: str) -> dict[str, float]:
+    """Median over rounds of each path's time over ``base``'s time in the same round, minus one: the
+    systematic cost of a path next to its base, robust to the drift between rounds that moves both."""
+    return {name: float(np.median(np.asarray(ts) / np.asarray(times[base]))) - 1 for name, ts in times.items()}
 
 
 def real_stack(min_bytes: int, width: int = 4096) -> np.ndarray:

@@ -35,6 +35,24 @@ def test_parallel_crc_matches_google_crc32c(camera: np.ndarray, n: int) -> None:
     assert crc_kernel.crc32c(data[3:]) == google_crc32c.value(data[3:].tobytes())  # unaligned start too
 
 
+@pytest.mark.skipif(not crc_kernel.available(), reason="no crc32 instruction on this CPU")
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 8])
+@pytest.mark.parametrize("rows, n", [(1, 7), (3, 100), (63, 131), (65, 512), (200, 37), (512, 96)])
+def test_checked_decode_kernel_matches_plain_decode_and_crc(camera: np.ndarray, bits: int, rows: int,
+                                                             n: int) -> None:
+    """Row blocks of every length, rows that end mid-byte, shorter last blocks: the fused CRC is exact."""
+    from tensorpress.kernels import get_kernel
+
+    codec = tp.spec(f"quant(bits={bits}, group=32)")
+    enc = codec.encode(np.resize(camera.astype(np.float32), (rows, n)))
+    packed = enc.parts["codes"]
+    scales = enc.parts["scales"].astype(np.float32)
+    offsets = enc.parts["mins"].astype(np.float32)
+    out, crc = get_kernel("quant", "decode_crc", "numba")(packed, scales, offsets, bits, n, 32)
+    assert crc == google_crc32c.value(packed.tobytes())
+    np.testing.assert_array_equal(out, get_kernel("quant", "decode", "numba")(packed, scales, offsets, bits, n, 32))
+
+
 def corrupt(blob: bytes, part: str, at: float = 0.5) -> bytes:
     spans = {name: (start, stop) for name, start, stop in payload_spans(blob)}
     start, stop = spans[part]

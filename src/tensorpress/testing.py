@@ -61,6 +61,8 @@ def check_encode_decode(codec: Codec, x: Any) -> Encoded | None:
     blob = enc.to_bytes()
     if len(blob) != enc.nbytes:
         raise AssertionError(f"nbytes {enc.nbytes} != serialized length {len(blob)}")
+    if enc.to_buffer().tobytes() != blob:
+        raise AssertionError("to_buffer() and to_bytes() give different blobs")
     y = Encoded.from_bytes(blob).decode()
     if y.shape != arr.shape or y.dtype != arr.dtype:
         raise AssertionError(f"decoded {y.shape} {y.dtype}, expected {arr.shape} {arr.dtype}")

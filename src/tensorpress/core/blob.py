@@ -19,12 +19,14 @@ Every declared size is checked against the buffer before anything is allocated.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import math
 import struct
 import sys
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import google_crc32c
@@ -146,6 +148,22 @@ def dumps(enc: Encoded) -> bytes:
     return b"".join(pieces)  # one copy of the payload
 
 
+def dumps_array(enc: Encoded) -> np.ndarray:
+    """The bytes of :func:`dumps` in a uint8 array. A large ``bytes`` object is fresh memory touched page by
+    page; NumPy asks the kernel for huge pages, which makes the one copy of a 40 MB payload 4x faster."""
+    text, buffers, offsets, total = _plan(enc)
+    out = np.empty(total, np.uint8)
+    head = _PREFIX.pack(MAGIC, *VERSION, 0, len(text), _crc(text)) + text
+    out[: len(head)] = np.frombuffer(head, np.uint8)
+    pos = len(head)
+    for buf, off in zip(buffers, offsets, strict=True):
+        data = np.frombuffer(memoryview(buf).cast("B"), np.uint8)
+        out[pos:off] = 0
+        out[off : off + data.size] = data
+        pos = off + data.size
+    return out
+
+
 def loads(data: bytes | bytearray | memoryview, *, verify: bool = True, _depth: int = 0) -> Encoded:
     """Parse a blob; raises :class:`BlobError` saying what is wrong with a bad one."""
     try:
@@ -166,12 +184,66 @@ def loads(data: bytes | bytearray | memoryview, *, verify: bool = True, _depth: 
         )
     if hlen > MAX_HEADER or _PREFIX.size + hlen > view.nbytes:
         raise BlobError(f"blob is truncated or corrupt: header of {hlen} bytes in a {view.nbytes}-byte blob")
-    text = view[_PREFIX.size : _PREFIX.size + hlen]
+    text = bytes(view[_PREFIX.size : _PREFIX.size + hlen])
     if _crc(text) != hcrc:
         raise BlobError("blob header is corrupt: checksum mismatch")
+    head = _HEADERS.get(text)
+    if head is None:
+        head = _parse_header(text, hlen)
+        if hlen <= _CACHED_HEADER_BYTES:
+            if len(_HEADERS) >= _CACHED_HEADERS:
+                _HEADERS.pop(next(iter(_HEADERS)))
+            _HEADERS[text] = head
+    if head.total > view.nbytes:
+        raise BlobError(f"blob is truncated: header declares {head.total} bytes, got {view.nbytes}")
+    view = view[: head.total]
+    limit = max_decode_bytes()
+    if head.decoded_bytes > limit:
+        raise BlobError(
+            f"blob declares a decoded size of {head.decoded_bytes} bytes, over the limit of "
+            f"{limit}; raise TENSORPRESS_MAX_DECODE_BYTES if this is intended"
+        )
+    parts: dict[str, Any] = {}
+    pending: dict[str, int] = {}
+    for name, kind, off, n, crc, pdtype, pshape in head.parts:
+        buf = view[off : off + n]
+        if verify and kind == "array" and n >= DEFERRED_CRC_BYTES:
+            pending[name] = crc  # checked on first access, or by a decode kernel that reads it anyway
+        elif verify and _crc(buf, parallel=True) != crc:
+            raise BlobError(f"blob part {name!r} is corrupt: checksum mismatch")
+        if kind == "array":
+            arr = np.frombuffer(buf, dtype=pdtype) if n else np.empty(0, pdtype)
+            parts[name] = arr.reshape(pshape)
+        elif kind == "bytes":
+            parts[name] = buf
+        else:
+            parts[name] = loads(buf, verify=verify, _depth=_depth + 1)
+    meta = copy.deepcopy(head.meta) if head.meta else {}
+    return Encoded(head.codec, head.shape, head.dtype, CheckedParts(parts, pending) if pending else parts, meta)
+
+
+_CACHED_HEADERS = 256  # parsed headers kept, by their text: a container's chunks share a few headers
+_CACHED_HEADER_BYTES = 1 << 16
+_HEADERS: dict[bytes, _Header] = {}
+
+
+@dataclass(frozen=True)
+class _Header:
+    """A header checked on its own: everything in it that does not depend on the bytes that follow."""
+
+    codec: Any
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    meta: dict[str, Any]
+    total: int
+    decoded_bytes: int
+    parts: tuple[tuple[str, str, int, int, int, Any, tuple[int, ...]], ...]
+
+
+def _parse_header(text: bytes, hlen: int) -> _Header:
     try:
         # ValueError also covers integers longer than Python's digit limit; NaN/Infinity are not JSON.
-        header = json.loads(bytes(text), parse_constant=_reject_constant, parse_float=_finite_float)
+        header = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise BlobError(f"blob header is not valid JSON: {exc}") from None
     if not isinstance(header, dict):
@@ -181,20 +253,11 @@ def loads(data: bytes | bytearray | memoryview, *, verify: bool = True, _depth: 
     if nesting_depth(header, MAX_NESTING) > MAX_NESTING:
         raise BlobError(f"blob header nests deeper than {MAX_NESTING} levels")
     total = _get(header, "size", int)
-    if total > view.nbytes:
-        raise BlobError(f"blob is truncated: header declares {total} bytes, got {view.nbytes}")
-    view = view[:total]
     shape = _shape(_get(header, "shape", list), "blob")
     dtype = _dtype(_get(header, "dtype", str))
-    limit = max_decode_bytes()
-    if math.prod(shape) * dtype.itemsize > limit:
-        raise BlobError(
-            f"blob declares a decoded size of {math.prod(shape) * dtype.itemsize} bytes, over the limit of "
-            f"{limit}; raise TENSORPRESS_MAX_DECODE_BYTES if this is intended"
-        )
     meta = _get(header, "meta", dict)
-    parts: dict[str, Any] = {}
-    pending: dict[str, int] = {}
+    parts = []
+    names = set()
     spans = []
     for entry in _get(header, "parts", list):
         if not isinstance(entry, dict):
@@ -205,27 +268,20 @@ def loads(data: bytes | bytearray | memoryview, *, verify: bool = True, _depth: 
         if off % ALIGN or off < _PREFIX.size + hlen or off + n > total:
             raise BlobError(f"blob part {name!r}: bad offset {off} / size {n} in a {total}-byte blob")
         spans.append((off, off + n, name))
-        buf = view[off : off + n]
         crc = _get(entry, "crc32c", int)
-        if verify and kind == "array" and n >= DEFERRED_CRC_BYTES:
-            pending[name] = crc  # checked on first access, or by a decode kernel that reads it anyway
-        elif verify and _crc(buf, parallel=True) != crc:
-            raise BlobError(f"blob part {name!r} is corrupt: checksum mismatch")
-        if name in parts:
+        if name in names:
             raise BlobError(f"blob part {name!r} appears twice")
+        names.add(name)
+        pdtype: np.dtype[Any] | None = None
+        pshape: tuple[int, ...] = ()
         if kind == "array":
             pdtype = _dtype(_get(entry, "dtype", str))
             pshape = _shape(_get(entry, "shape", list), f"part {name!r}")
             if pdtype.byteorder == ">" or math.prod(pshape) * pdtype.itemsize != n:
                 raise BlobError(f"blob part {name!r}: {n} bytes do not hold {pdtype} of shape {pshape}")
-            arr = np.frombuffer(buf, dtype=pdtype) if n else np.empty(0, pdtype)
-            parts[name] = arr.reshape(pshape)
-        elif kind == "bytes":
-            parts[name] = buf
-        elif kind == "encoded":
-            parts[name] = loads(buf, verify=verify, _depth=_depth + 1)
-        else:
+        elif kind not in ("bytes", "encoded"):
             raise BlobError(f"blob part {name!r} has unknown kind {kind!r}")
+        parts.append((name, kind, off, n, crc, pdtype, pshape))
     spans.sort()
     for (_, end, a), (start, _, b) in itertools.pairwise(spans):
         if start < end:
@@ -238,7 +294,7 @@ def loads(data: bytes | bytearray | memoryview, *, verify: bool = True, _depth: 
         raise
     except (TypeError, ValueError) as exc:
         raise BlobError(f"blob names a bad codec configuration: {exc}") from None
-    return Encoded(codec, shape, dtype, CheckedParts(parts, pending) if pending else parts, meta)
+    return _Header(codec, shape, dtype, meta, total, math.prod(shape) * dtype.itemsize, tuple(parts))
 
 
 class CheckedParts(Mapping[str, Any]):

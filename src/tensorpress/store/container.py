@@ -210,16 +210,16 @@ def _create(root: zarr.Group, name: str, shape: tuple[int, ...], dtype: np.dtype
     )
 
 
-def _put(arr: zarr.Array, coords: tuple[int, ...], blob: bytes) -> None:
-    """Store ``blob`` as the chunk at grid ``coords``, byte for byte."""
+def _put(arr: zarr.Array, coords: tuple[int, ...], enc: Encoded) -> None:
+    """Store ``enc``'s blob as the chunk at grid ``coords``, byte for byte."""
     key = arr.metadata.encode_chunk_key(coords)
-    sync((arr.store_path / key).set(default_buffer_prototype().buffer.from_bytes(blob)))
+    sync((arr.store_path / key).set(default_buffer_prototype().buffer.from_array_like(enc.to_buffer())))
 
 
 def _write_encoded(root: zarr.Group, name: str, enc: Encoded) -> None:
     arr = _create(root, name, enc.shape, enc.dtype, _whole(enc.shape), enc.codec)
     if enc.size or not enc.shape:
-        _put(arr, (0,) * len(enc.shape), enc.to_bytes())
+        _put(arr, (0,) * len(enc.shape), enc)
 
 
 def _write_array(root: zarr.Group, name: str, value: Any, codec: Codec, chunks: Any) -> None:
@@ -237,7 +237,7 @@ def _write_array(root: zarr.Group, name: str, value: Any, codec: Codec, chunks: 
             padded = np.zeros(chunk, dtype=x.dtype)
             padded[tuple(slice(0, s) for s in block.shape)] = block
             block = padded
-        _put(arr, coords, codec.encode(block).to_bytes())
+        _put(arr, coords, codec.encode(block))
 
 
 def _whole(shape: tuple[int, ...]) -> tuple[int, ...]:

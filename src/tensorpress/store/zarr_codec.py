@@ -78,8 +78,8 @@ class TensorpressCodec(ArrayBytesCodec):
 
     # --- the work, written once; the async methods run it in a worker thread as zarr's own codecs do -----
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
-        blob = self.spec.encode(chunk_array.as_numpy_array()).to_bytes()
-        return chunk_spec.prototype.buffer.from_bytes(blob)
+        blob = self.spec.encode(chunk_array.as_numpy_array()).to_buffer()
+        return chunk_spec.prototype.buffer.from_array_like(blob)
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
         enc = Encoded.from_bytes(chunk_bytes.as_numpy_array().data)

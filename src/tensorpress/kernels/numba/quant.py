@@ -11,7 +11,7 @@ import numba
 import numpy as np
 
 from ..dispatch import kernel
-from .crc32c import _shift, span_constants, span_fixed
+from .crc32c import _shift, _span, span_constants, span_fixed
 from .crc32c import available as crc_available
 
 
@@ -99,11 +99,12 @@ def _dequant_crc(packed, scales, offsets, bits, n, group, out, n_blocks):  # num
     per_block = (rows + n_blocks - 1) // n_blocks
     partial = np.zeros(n_blocks, np.uint32)
     lengths = np.zeros(n_blocks, np.int64)
-    third, join_b, join_a = span_constants((n * bits) // 8)  # every row's span has at least this many bytes
+    # every full block's span has at least this many bytes; a shorter last block computes its own constants
+    shortest = (per_block * n * bits) // 8
+    third, join_b, join_a = span_constants(shortest)
     for b in numba.prange(n_blocks):
         lut = np.empty(256, np.float32)
         first, last = min(rows, b * per_block), min(rows, (b + 1) * per_block)
-        reg = np.uint32(0xFFFFFFFF) if b == 0 else np.uint32(0)
         for r in range(first, last):
             out_row = out[r]
             pos = r * n * bits
@@ -111,13 +112,17 @@ def _dequant_crc(packed, scales, offsets, bits, n, group, out, n_blocks):  # num
                 j = g * group
                 pos = _group_span(packed, lut, scales[r, g], offsets[r, g], bits, pos, out_row, j,
                                   min(j + group, n))
-            # this row's share of the code bytes, checksummed while they are in L1: from its first byte to
-            # the next row's (the last row's share runs to the end of the stream)
-            start = (r * n * bits) // 8
-            stop = packed.size if r == rows - 1 else ((r + 1) * n * bits) // 8
+        # the block's share of the code bytes, checksummed while they are still in cache: from its first byte
+        # to the next block's (the last block's share runs to the end of the stream)
+        start = (first * n * bits) // 8
+        stop = packed.size if last == rows else (last * n * bits) // 8
+        reg = np.uint32(0xFFFFFFFF) if b == 0 else np.uint32(0)
+        if stop - start >= shortest:
             reg = span_fixed(packed, start, stop, reg, third, join_b, join_a)
+        else:
+            reg = _span(packed, start, stop, reg)
         partial[b] = reg
-        lengths[b] = (packed.size if last == rows else (last * n * bits) // 8) - (first * n * bits) // 8
+        lengths[b] = stop - start
     crc = partial[0]
     for b in range(1, n_blocks):
         crc = _shift(crc, lengths[b]) ^ partial[b]
