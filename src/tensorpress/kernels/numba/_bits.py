@@ -221,13 +221,35 @@ def select24_fma(typingctx, acc, lane0, vals, k, x, base, table, code0, code1):
     return sig, codegen
 
 
+def shuffle_table() -> np.ndarray:
+    """uint8 (256, 16): for bitmap byte ``b``, the ``pshufb`` control that moves 8 packed float16 values onto
+    the lanes of their columns: lane ``j`` takes the two bytes of value ``rank(j)`` where bit ``j`` is set,
+    and 0x80 (a zero byte) where it is clear — the zeroing comes with the shuffle."""
+    table = np.full((256, 16), 0x80, dtype=np.uint8)
+    ranks = expansion_table()
+    for b in range(256):
+        for j in range(8):
+            if ranks[b, j] >= 0:
+                table[b, 2 * j], table[b, 2 * j + 1] = 2 * ranks[b, j], 2 * ranks[b, j] + 1
+    return table
+
+
 @intrinsic
 def expand64_fma(typingctx, acc, vals, k, x, base, table, bitmap, offset):
-    """Eight bitmap bytes at once: the 64 columns from ``base`` whose bits are the little-endian word at
-    ``bitmap[offset:offset+8]``; ``acc[0:32]`` (four 8-lane accumulators) ``+= expand(vals[k:…]) · x``.
-    Returns ``k`` advanced past the word's values. Same conditions as :func:`expand8_fma`: the caller keeps
-    ``k + popcount + 8`` inside ``vals``."""
-    if vals.dtype not in (types.float32, types.uint16) or x.dtype != types.float32 or bitmap.dtype != types.uint8:
+    """Eight bitmap bytes at once: the 64 columns from ``base`` whose bits are ``bitmap[offset:offset+8]``;
+    ``acc[0:32]`` (four 8-lane accumulators) ``+= expand(vals[k:…]) · x``. Returns ``k`` advanced past the
+    bytes' values. Same conditions as :func:`expand8_fma`: the caller keeps ``k + popcount + 8`` inside
+    ``vals``.
+
+    float16 values (uint16 bits) with ``table`` = :func:`shuffle_table`: the 16 bytes of 8 values are
+    expanded by one in-lane ``pshufb`` that also zeroes the clear lanes, then converted — no cross-lane
+    permute, no blend. float32 values with ``table`` = :func:`expansion_table` as int8 (one 8-byte load
+    sign-extended to lane indices): ``vpermps``, and the clear lanes' -1 as ``vblendvps``'s zeroing mask.
+    """
+    if x.dtype != types.float32 or bitmap.dtype != types.uint8:
+        return None
+    if not ((vals.dtype == types.uint16 and table.dtype == types.uint8)
+            or (vals.dtype == types.float32 and table.dtype == types.int8)):
         return None
     sig = types.int64(acc, vals, k, x, base, table, bitmap, offset)
 
@@ -235,25 +257,36 @@ def expand64_fma(typingctx, acc, vals, k, x, base, table, bitmap, offset):
         acc_, vals_, k_, x_, base_, table_, bitmap_, offset_ = args
         acc_t, vals_t, _, x_t, _, table_t, bitmap_t, _ = signature.args
         i64 = ir.IntType(64)
-        word = builder.load(_vector_at(context, builder, bitmap_t, bitmap_, offset_, i64), align=1)
-        permps = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8F, [_V8F, _V8I]),
-                                                "llvm.x86.avx2.permps")
+        v16b = ir.VectorType(ir.IntType(8), 16)
+        half = vals_t.dtype == types.uint16
+        if half:
+            pshufb = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16b, [v16b, v16b]),
+                                                    "llvm.x86.ssse3.pshuf.b.128")
+        else:
+            permps = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8F, [_V8F, _V8I]),
+                                                    "llvm.x86.avx2.permps")
+            blendv = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8F, [_V8F, _V8F, _V8F]),
+                                                    "llvm.x86.avx.blendv.ps.256")
         ptrs = [_vector_at(context, builder, acc_t, acc_, ir.Constant(i64, 8 * a), _V8F) for a in range(4)]
         accs = [builder.load(p, align=4) for p in ptrs]
         k = k_
         zero = ir.Constant(_V8F, [0.0] * 8)
+        bytes_ptr = context.make_array(bitmap_t)(context, builder, bitmap_).data
         for b in range(8):
-            byte = builder.and_(builder.lshr(word, ir.Constant(i64, 8 * b)), ir.Constant(i64, 255))
-            idx = builder.load(_vector_at(context, builder, table_t, table_, builder.mul(byte, ir.Constant(i64, 8)),
-                                          _V8I), align=4)
-            if vals_t.dtype == types.uint16:
-                raw = builder.load(_vector_at(context, builder, vals_t, vals_, k, ir.VectorType(ir.IntType(16), 8)),
-                                   align=2)
-                v = builder.fpext(builder.bitcast(raw, ir.VectorType(ir.HalfType(), 8)), _V8F)
+            at = builder.add(offset_, ir.Constant(i64, b))
+            byte = builder.zext(builder.load(builder.gep(bytes_ptr, [at])), i64)
+            if half:
+                control = builder.load(_vector_at(context, builder, table_t, table_,
+                                                  builder.mul(byte, ir.Constant(i64, 16)), v16b), align=1)
+                raw = builder.load(_vector_at(context, builder, vals_t, vals_, k, v16b), align=1)
+                moved = builder.bitcast(builder.call(pshufb, [raw, control]), ir.VectorType(ir.HalfType(), 8))
+                expanded = builder.fpext(moved, _V8F)
             else:
+                row = _vector_at(context, builder, table_t, table_, builder.mul(byte, ir.Constant(i64, 8)),
+                                 ir.VectorType(ir.IntType(8), 8))
+                idx = builder.sext(builder.load(row, align=1), _V8I)
                 v = builder.load(_vector_at(context, builder, vals_t, vals_, k, _V8F), align=4)
-            expanded = builder.select(builder.icmp_signed("<", idx, ir.Constant(_V8I, [0] * 8)), zero,
-                                      builder.call(permps, [v, idx]))
+                expanded = builder.call(blendv, [builder.call(permps, [v, idx]), zero, builder.bitcast(idx, _V8F)])
             col = builder.add(base_, ir.Constant(i64, 8 * b))
             xv = builder.load(_vector_at(context, builder, x_t, x_, col, _V8F), align=4)
             accs[b % 4] = builder.fadd(accs[b % 4], builder.fmul(expanded, xv, flags=["fast"]), flags=["fast"])

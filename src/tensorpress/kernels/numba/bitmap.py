@@ -22,6 +22,7 @@ from ._bits import (
     expand64_fma,
     expansion_table,
     has_avx2,
+    shuffle_table,
     task_rows,
     tasks,
     to_f32,
@@ -31,6 +32,8 @@ _POSITIONS = np.array([[j for j in range(8) if b >> j & 1] + [0] * (8 - bin(b).c
                       dtype=np.int32)
 _COUNTS = np.array([bin(b).count("1") for b in range(256)], dtype=np.int64)
 _EXPAND = expansion_table()
+_EXPAND8 = _EXPAND.astype(np.int8)  # the same rows, one 8-byte load each (expand64_fma, float32 values)
+_SHUFFLE = shuffle_table()  # expand64_fma's table for float16 values
 AVX2 = has_avx2()
 
 
@@ -87,7 +90,7 @@ def _matvec(bitmap, vals, offsets, x, positions, counts, y):  # numba infers the
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)
-def _matvec_avx2(bitmap, vals, offsets, x, expand, positions, counts, y):  # numba infers the types
+def _matvec_avx2(bitmap, vals, offsets, x, expand, expand8, positions, counts, y):  # numba infers the types
     rows, nbytes = bitmap.shape
     total = vals.shape[0]
     flat = bitmap.reshape(rows * nbytes)
@@ -102,7 +105,7 @@ def _matvec_avx2(bitmap, vals, offsets, x, expand, positions, counts, y):  # num
                 k = offsets[r]
                 b = 0
                 while b + 8 <= nbytes:  # a word of 64 columns per step
-                    k = expand64_fma(acc, vals, k, x, 8 * b, expand, flat, r * nbytes + b)  # type: ignore[call-arg]
+                    k = expand64_fma(acc, vals, k, x, 8 * b, expand8, flat, r * nbytes + b)  # type: ignore[call-arg]
                     b += 8
                 while b < nbytes:
                     byte = br[b]
@@ -126,7 +129,8 @@ def matvec(bitmap: np.ndarray, values: np.ndarray, offsets: np.ndarray, x: np.nd
         args = (np.ascontiguousarray(bitmap), _bits_operand(values), offsets, np.ascontiguousarray(x))
         with balanced():
             if AVX2:
-                _matvec_avx2(*args, _EXPAND, _POSITIONS, _COUNTS, y)
+                wide = _SHUFFLE if args[1].dtype == np.uint16 else _EXPAND8
+                _matvec_avx2(*args, _EXPAND, wide, _POSITIONS, _COUNTS, y)
             else:
                 _matvec(*args, _POSITIONS, _COUNTS, y)
     return y
