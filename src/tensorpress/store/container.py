@@ -48,6 +48,8 @@ from ..core.errors import ContainerError
 from ..core.metrics import bits_per_element, compression_ratio
 from .zarr_codec import TensorpressCodec
 
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux only
+
 ATTR = "tensorpress"
 VERSION = 1
 AUTO_CHUNK_BYTES = 16 << 20
@@ -412,7 +414,10 @@ class Container(Mapping[str, Any]):
                 with open(file, "rb") as fh:
                     if not mapped or os.fstat(fh.fileno()).st_size == 0:
                         return fh.read()
-                    return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+                    if os.name != "posix":
+                        return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+                    # populated up front: one call maps every page, where touching them faults in 64 KiB steps
+                    return mmap.mmap(fh.fileno(), 0, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ)
             except FileNotFoundError:
                 return None
         buf = sync((arr.store_path / key).get(default_buffer_prototype()))
