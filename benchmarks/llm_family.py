@@ -57,6 +57,15 @@ OURS = (  # in run order: the issue's questions first, the slow VQ encodes last
     "quant(bits=3, group=64, rounding=gptq, scale=search)",
     "quant(bits=2, group=32, rounding=gptq, scale=search)",
     "outliers(base=quant(bits=2, group=32, scale=search), fraction=0.005)",
+    # K-quant-style 6-bit group scales on fp16 super-group steps (super_group=8 is Q4_K's 4.5 bits + headers,
+    # past the 4.51 budget on this model; super_group=16 fits it)
+    "quant(bits=4, group=32, scale_bits=6)",
+    "quant(bits=4, group=32, scale_bits=6, scale=search)",
+    "quant(bits=4, group=32, scale_bits=6, rounding=gptq, scale=search)",
+    "quant(bits=4, group=32, scale_bits=6, super_group=16, rounding=gptq, scale=search)",
+    "quant(bits=3, group=32, scale_bits=6, rounding=gptq, scale=search)",
+    "quant(bits=3, group=32, scale_bits=6, super_group=16, rounding=gptq, scale=search)",
+    "quant(bits=3, group=16, symmetric=true, scale_bits=6, super_group=16, rounding=gptq, scale=search)",
     "vq(dim=8, codebook_bits=8, codebooks=2)",
 )
 

@@ -57,6 +57,9 @@ class Codec:
     #: whether integer/bool input and NaN/Inf are handled; where not, encode raises InputError
     accepts_integers: ClassVar[bool] = True
     accepts_nonfinite: ClassVar[bool] = True
+    #: parameters added after spec strings and configurations of the codec were stored (blobs, result
+    #: caches): left out of ``str`` and ``to_config`` while at their default, so those stay as they were
+    omitted_at_default: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         hints = _field_types(type(self))
@@ -131,13 +134,18 @@ class Codec:
     # --- configuration --------------------------------------------------------------------------------
     def to_config(self) -> dict[str, Any]:
         """``{"name": codec_id, "configuration": {…}}`` with every parameter, JSON-ready."""
-        conf = {f.name: _to_json(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        conf = {f.name: _to_json(getattr(self, f.name)) for f in self._written_fields()}
         return {"name": self.codec_id, "configuration": conf}
 
     def __str__(self) -> str:
-        fields = dataclasses.fields(self)
+        fields = self._written_fields()
         inner = ", ".join(f"{f.name}={spec_syntax.format_value(getattr(self, f.name))}" for f in fields)
         return f"{self.codec_id}({inner})"
+
+    def _written_fields(self) -> list[dataclasses.Field[Any]]:
+        """The fields ``str`` and ``to_config`` write: all but those of ``omitted_at_default`` at their default."""
+        return [f for f in dataclasses.fields(self)
+                if f.name not in self.omitted_at_default or getattr(self, f.name) != f.default]
 
     def __or__(self, other: Codec) -> Chain:
         if not isinstance(other, Codec):

@@ -34,6 +34,23 @@ decoded value lies within half a step of the group's original [min, max], so the
 ``max(x - min, max - x)`` plus half the min-max step. Codes take exactly ``bits`` bits each.
 Parts: ``codes`` (uint8 bit stream, see :mod:`tensorpress.kernels.reference.quant`), ``scales`` and, when
 asymmetric, ``mins`` — both (rows, groups) with the quantized axis moved last.
+
+Quantized group scales (``scale_bits=k``, 4..8; llama.cpp's K-quant layout: Q4_K is ``bits=4, group=32,
+scale_bits=6, super_group=8``, 4.5 bits per weight): the groups, taken row-major over (rows, groups), form
+super-groups of ``super_group`` consecutive groups (crossing rows, so any width costs the same; the last
+super-group is shorter when the count does not divide). Each group stores its scale, and when asymmetric its
+minimum, as a ``k``-bit code; each super-group stores the steps of those codes in ``scale_dtype``, and a
+parameter is ``code × step`` (computed in float32, as decode does). Asymmetric scales are ``>= 0``: unsigned
+codes ``0 … 2**k - 1``; minimums take either sign: signed codes ``-2**(k-1) … 2**(k-1) - 1``. Symmetric
+scales keep their sign (which side gets the extra level): signed codes, as Q3_K stores them. The steps are
+sized from the min-max parameters of the super-group's groups in the original data (the largest scale takes
+the top code), before any rounding, so GPTQ and the search work on a fixed grid; the minimum is rounded
+*down* and the scale *away from 0* onto it, so the codes still cover each group and the guarantee above
+holds with the quantized min-max step. ``scale=search`` measures each candidate's error on that stored
+grid. Parts: ``codes``; ``scale_codes`` and, when asymmetric, ``min_codes`` (``k``-bit fields of the same
+bit stream as the codes, signed ones stored offset by ``2**(k-1)``); ``scale_steps`` and, when asymmetric,
+``min_steps`` ((super-groups,), ``scale_dtype``). ``scale_bits`` and ``super_group`` are written in a spec
+or configuration only when set, so those of the formats above stay as they were.
 """
 
 from __future__ import annotations
@@ -52,12 +69,14 @@ from ..kernels import get_kernel
 from ..kernels.reference.quant import packed_nbytes
 from . import _gptq
 from ._calib import Hessian, column_weights, hessian
+from ._group_scales import Grid, ScaleGrid, Steps, round_away, round_down, signed_step
 
 _SCALE_DTYPES: dict[str, type[np.floating[Any]]] = {"float16": np.float16, "float32": np.float32}
 _BLOCK_ELEMENTS = 1 << 18  # elements encoded at once
 _GPTQ_BLOCK_ELEMENTS = 1 << 21  # GPTQ's per-column loop costs the same per block: fewer, larger blocks
 #: ``scale=search``: the shrink factors tried for each group's range
 SHRINK = np.linspace(1.0, 0.5, 21)
+MAX_SUPER_GROUP = 256  # encoding blocks hold whole super-groups: up to 8 × super_group rows at once
 
 
 @register
@@ -72,9 +91,12 @@ class GroupQuant(Codec):
     act_order: bool = False
     damp: float = 0.01
     scale: str = "minmax"
+    scale_bits: int = 0
+    super_group: int = 8
 
     codec_id: ClassVar[str] = "quant"
     accepts_nonfinite: ClassVar[bool] = False
+    omitted_at_default: ClassVar[tuple[str, ...]] = ("scale_bits", "super_group")
     summary: ClassVar[str] = "group-wise integer quantization, 2-8 bits, fp16 scales (GGUF Q4_0/Q4_1/Q8_0 layouts)"
     examples: ClassVar[tuple[str, ...]] = (
         "quant(bits=4, group=128)",
@@ -85,6 +107,8 @@ class GroupQuant(Codec):
         "quant(bits=6, group=128, scale_dtype=float32)",
         "quant(bits=4, group=32, scale=search)",
         "quant(bits=3, group=128, symmetric=true, scale=search)",
+        "quant(bits=4, group=32, scale=search, scale_bits=6)",
+        "quant(bits=3, group=16, symmetric=true, scale_bits=6, super_group=16)",
     )
 
     def validate(self) -> None:
@@ -102,6 +126,14 @@ class GroupQuant(Codec):
             raise ConfigError(f"quant: damp must be a finite number >= 0 (0.01 is usual), got {self.damp}")
         if self.act_order and self.rounding != "gptq":
             raise ConfigError("quant: act_order=true orders GPTQ's columns; it needs rounding=gptq")
+        if self.scale_bits != 0 and not 4 <= self.scale_bits <= 8:
+            raise ConfigError(f"quant: scale_bits must be 0 (scales in scale_dtype) or 4..8 (quantized group "
+                              f"scales, 6 as in llama.cpp's K-quants), got {self.scale_bits}")
+        if not 1 <= self.super_group <= MAX_SUPER_GROUP:
+            raise ConfigError(f"quant: super_group must be in 1..{MAX_SUPER_GROUP} groups, got {self.super_group}")
+        if self.scale_bits == 0 and self.super_group != 8:
+            raise ConfigError(f"quant: super_group={self.super_group} groups the quantized scales; it needs "
+                              "scale_bits=4..8 (or leave super_group at 8)")
 
     # --- layout ---------------------------------------------------------------------------------------
     def _rows(self, x: np.ndarray) -> tuple[np.ndarray, int]:
@@ -131,23 +163,23 @@ class GroupQuant(Codec):
         starts = np.arange(0, rows.shape[1], self._group(rows.shape[1]))
         return np.minimum.reduceat(rows, starts, axis=1), np.maximum.reduceat(rows, starts, axis=1)
 
-    def _range_parameters(self, lo: np.ndarray, hi: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Stored (scale, offset) whose levels cover [lo, hi] (same shapes, compute dtype)."""
+    def _range_parameters(self, lo: np.ndarray, hi: np.ndarray, rows: np.ndarray,
+                          grid: Grid | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Stored (scale, offset) whose levels cover [lo, hi] (same shapes, compute dtype); on the
+        ``grid`` of each group's (scale step, min step) when the scales are quantized (float64 values)."""
+        quantized = self._quantized_scales()
+        if grid is not None and quantized is not None:
+            return quantized.parameters(lo, hi, grid)
         sdt = _SCALE_DTYPES[self.scale_dtype]
         levels = (1 << self.bits) - 1
+        lo64, hi64 = lo.astype(np.float64), hi.astype(np.float64)  # float32 steps of tiny groups underflow
         with np.errstate(over="ignore"):
             if self.symmetric:
-                half = 1 << (self.bits - 1)
-                pos, neg = np.maximum(hi, 0), np.maximum(-lo, 0)
-                # the side that gets the extra level (-half) is the one needing the larger step otherwise
-                d_neg = np.maximum(neg / (half + 0.5), pos / (half - 0.5))
-                d_pos = np.maximum(pos / (half + 0.5), neg / (half - 0.5))
-                flip = d_pos < d_neg
-                scale = _round_away(np.where(flip, -d_pos, d_neg), sdt)
-                offset = -half * scale.astype(np.float64)
+                scale = round_away(signed_step(lo64, hi64, self.bits), sdt)
+                offset = -(1 << (self.bits - 1)) * scale.astype(np.float64)
             else:
-                minimum = _round_down(lo, sdt)
-                scale = _round_away((hi - minimum.astype(hi.dtype)) / levels, sdt)
+                minimum = round_down(lo64, sdt)
+                scale = round_away((hi64 - minimum.astype(np.float64)) / levels, sdt)
                 offset = minimum
         if not (np.all(np.isfinite(scale)) and np.all(np.isfinite(offset))):
             raise InputError(
@@ -156,32 +188,53 @@ class GroupQuant(Codec):
             )
         return scale, np.asarray(offset)
 
+    def _quantized_scales(self) -> ScaleGrid | None:
+        """The grid of the quantized group scales (``scale_bits`` > 0), else None."""
+        if not self.scale_bits:
+            return None
+        return ScaleGrid(self.bits, self.scale_bits, self.super_group, self.symmetric, _SCALE_DTYPES[self.scale_dtype])
+
+    def _stored_parameters(self, enc: Encoded, rows: int, ngroups: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each group's (scale, offset) as the kernels take them: float32 (rows, groups)."""
+        grid = self._quantized_scales()
+        if grid is not None:
+            return grid.stored(enc, rows, ngroups)
+        sdt = _SCALE_DTYPES[self.scale_dtype]
+        scale32 = enc.part_array("scales", sdt, (rows, ngroups)).astype(np.float32)
+        if self.symmetric:
+            return scale32, np.float32(-(1 << (self.bits - 1))) * scale32
+        return scale32, enc.part_array("mins", sdt, (rows, ngroups)).astype(np.float32)
+
     def _fit(self, rows: np.ndarray, weights: np.ndarray | None,
-             bounds: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+             bounds: tuple[np.ndarray, np.ndarray] | None = None,
+             grid: Grid | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Stored (scale, offset) per group of ``rows`` (r, n): min-max, or the best shrink (``scale=search``,
         squared error weighted per column by ``weights`` (n,) when given). ``bounds``: (lo, hi) per group
-        that the range may not leave (GPTQ: the group's original range)."""
+        that the range may not leave (GPTQ: the group's original range). ``grid``: each group's (scale step,
+        min step) when the scales are quantized; the search then weighs the stored grid's error."""
         lo, hi = self._ranges(rows)
         if bounds is not None:
             lo, hi = np.maximum(lo, bounds[0]), np.minimum(hi, bounds[1])
             hi = np.maximum(hi, lo)
         if self.scale == "minmax":
-            return self._range_parameters(lo, hi, rows)
+            return self._range_parameters(lo, hi, rows, grid)
         n = rows.shape[1]
         g = self._group(n)
         starts = np.arange(0, n, g)
         col = np.arange(n) // g
         anchor = np.clip(0.0, lo, hi)
-        best_scale, best_offset = self._range_parameters(lo, hi, rows)
+        best_scale, best_offset = self._range_parameters(lo, hi, rows, grid)
         best_err = np.full(lo.shape, np.inf)
         for f in SHRINK:
-            scale, offset = self._range_parameters(anchor + (lo - anchor) * f, anchor + (hi - anchor) * f, rows)
+            scale, offset = self._range_parameters(anchor + (lo - anchor) * f, anchor + (hi - anchor) * f, rows, grid)
             s, o = scale.astype(np.float64)[:, col], offset.astype(np.float64)[:, col]
             sq = np.square(self._codes(rows, s, o) * s + o - rows)
             err = np.add.reduceat(sq if weights is None else sq * weights, starts, axis=1)
             better = err < best_err
             best_err = np.where(better, err, best_err)
             best_scale, best_offset = np.where(better, scale, best_scale), np.where(better, offset, best_offset)
+        if grid is not None:  # values on the grid (float64), no longer scale-dtype numbers
+            return best_scale, best_offset
         return best_scale.astype(_SCALE_DTYPES[self.scale_dtype]), best_offset
 
     def _codes(self, rows: np.ndarray, s: np.ndarray, o: np.ndarray) -> np.ndarray:
@@ -198,25 +251,38 @@ class GroupQuant(Codec):
             raise InputError(f"quant works on float, integer or bool data, got {x.dtype}")
         cdt = self._compute_dtype(x.dtype)
         rows, _ = self._rows(x)
+        n = rows.shape[1]
+        ngroups = -(-n // self._group(n)) if n else 0
         if rows.size == 0:
-            g = self._group(rows.shape[1])
-            empty = np.zeros((rows.shape[0], -(-rows.shape[1] // g)), _SCALE_DTYPES[self.scale_dtype])
-            none: dict[str, Any] = {"codes": np.zeros(0, np.uint8), "scales": empty}
+            sdt = _SCALE_DTYPES[self.scale_dtype]
+            empty = np.zeros((rows.shape[0], ngroups), sdt)
+            none: dict[str, Any] = {"codes": np.zeros(0, np.uint8)}
+            quantized = self._quantized_scales()
+            if quantized is not None:
+                none.update(quantized.parts(empty, empty, (np.zeros(0, sdt), np.zeros(0, sdt))))
+                return self._make(x, none, {})
+            none["scales"] = empty
             return self._make(x, none if self.symmetric else {**none, "mins": empty.copy()}, {})
         # Rows are independent: encoding them in blocks keeps the temporaries to a few MiB whatever the
         # tensor's size. A multiple of 8 rows ends each block's codes on a byte boundary, so the packed
-        # blocks join into the same bit stream as one pass would give.
-        n = rows.shape[1]
+        # blocks join into the same bit stream as one pass would give; with quantized scales, blocks also
+        # hold whole super-groups.
         context = self._calibration(calib, n)
-        step = max(8, (_GPTQ_BLOCK_ELEMENTS if self.rounding == "gptq" else _BLOCK_ELEMENTS) // n // 8 * 8)
+        unit = math.lcm(8, self.super_group // math.gcd(self.super_group, ngroups)) if self.scale_bits else 8
+        step = max(unit, (_GPTQ_BLOCK_ELEMENTS if self.rounding == "gptq" else _BLOCK_ELEMENTS) // n // unit * unit)
         blocks = [self._encode_rows(np.asarray(rows[r : r + step], dtype=cdt), context)
                   for r in range(0, len(rows), step)]
-        parts: dict[str, Any] = {
-            "codes": np.concatenate([b[0] for b in blocks]),
-            "scales": np.concatenate([b[1] for b in blocks]),
-        }
-        if not self.symmetric:
-            parts["mins"] = np.concatenate([b[2] for b in blocks])
+        parts: dict[str, Any] = {"codes": np.concatenate([b[0] for b in blocks])}
+        scales, offsets = np.concatenate([b[1] for b in blocks]), np.concatenate([b[2] for b in blocks])
+        quantized = self._quantized_scales()
+        if quantized is not None:
+            steps = [b[3] for b in blocks if b[3] is not None]
+            parts.update(quantized.parts(scales, offsets, (np.concatenate([t[0] for t in steps]),
+                                                           np.concatenate([t[1] for t in steps]))))
+        else:
+            parts["scales"] = scales
+            if not self.symmetric:
+                parts["mins"] = offsets
         return self._make(x, parts, {})
 
     def _calibration(self, calib: Any, n: int) -> tuple[np.ndarray | None, _gptq.Prepared | None]:
@@ -232,32 +298,38 @@ class GroupQuant(Codec):
         return None, None
 
     def _encode_rows(self, rows: np.ndarray, context: tuple[np.ndarray | None, _gptq.Prepared | None]
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(packed codes, scales, offsets) of a (rows, n) block in the compute dtype."""
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Steps | None]:
+        """(packed codes, scales, offsets, super-group steps or None) of a (rows, n) block in the compute
+        dtype. The super-group steps come from the block's min-max ranges, before any rounding."""
         if not np.all(np.isfinite(rows)):
             raise InputError("quant cannot represent NaN or Inf; use a lossless codec or mask them first")
         weights, prepared = context
         n = rows.shape[1]
         g = self._group(n)
+        lo, hi = self._ranges(rows)
+        quantized = self._quantized_scales()
+        steps = None if quantized is None else quantized.steps(lo, hi)
+        grid = None if quantized is None or steps is None else quantized.per_group(steps, lo.shape)
         if prepared is None:
-            scale, offset = self._fit(rows, weights)
+            scale, offset = self._fit(rows, weights, grid=grid)
             col = np.arange(n) // g
             codes = self._codes(rows, scale.astype(rows.dtype)[:, col], offset.astype(rows.dtype)[:, col])
             codes = codes.astype(np.uint8)
         else:
-            lo, hi = self._ranges(rows)
 
             def fit(values: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
                 members = slice(index * g, index * g + values.shape[1])
                 w = None if weights is None else weights[members]
-                bounds = (lo[:, index : index + 1], hi[:, index : index + 1])
-                s, o = self._fit(values, w, bounds)  # one group: values holds at most ``g`` columns
+                column = slice(index, index + 1)
+                bounds = (lo[:, column], hi[:, column])
+                own = None if grid is None else (grid[0][:, column], grid[1][:, column])
+                s, o = self._fit(values, w, bounds, own)  # one group: values holds at most ``g`` columns
                 return s[:, 0], o[:, 0]
 
             zero = (1 << (self.bits - 1)) if self.symmetric else 0
             codes, scale, offset = _gptq.gptq_round(rows.astype(np.float64), prepared, g, fit,
                                                     (1 << self.bits) - 1, zero, (lo, hi))
-        return get_kernel("quant", "pack", "reference")(codes, self.bits), scale, offset
+        return get_kernel("quant", "pack", "reference")(codes, self.bits), scale, offset, steps
 
     def decode_array(self, enc: Encoded) -> np.ndarray:
         self._check_owner(enc)
@@ -267,14 +339,8 @@ class GroupQuant(Codec):
         rows = math.prod(moved[:-1]) if moved else 1
         g = self._group(n)
         ngroups = -(-n // g) if n else 0
-        sdt = _SCALE_DTYPES[self.scale_dtype]
-        scales = enc.part_array("scales", sdt, (rows, ngroups))
+        scale32, offsets = self._stored_parameters(enc, rows, ngroups)
         packed, expected_crc = enc.part_array_unchecked("codes", np.uint8, (packed_nbytes(rows * n, self.bits),))
-        scale32 = scales.astype(np.float32)
-        if self.symmetric:
-            offsets = np.float32(-(1 << (self.bits - 1))) * scale32
-        else:
-            offsets = enc.part_array("mins", sdt, (rows, ngroups)).astype(np.float32)
         checked = _checked_decoder() if expected_crc is not None and rows * n else None
         if checked is not None:  # the blob's check of the codes, done while the kernel has them in cache
             flat, crc = checked(packed, scale32, offsets, self.bits, n, g)
@@ -306,10 +372,15 @@ class GroupQuant(Codec):
         if rows.size == 0:
             return 0.0
         lo, hi = self._ranges(rows)
-        scale, _ = self._range_parameters(lo, hi, rows)
+        quantized = self._quantized_scales()
+        grid = None if quantized is None else quantized.per_group(quantized.steps(lo, hi), lo.shape)
+        scale, offset = self._range_parameters(lo, hi, rows, grid)
         n = rows.shape[1]
         col = np.arange(n) // self._group(n)
         bound = 0.5 * np.abs(scale.astype(np.float64))[:, col]
+        # the kernel's fp32 ``code × scale + offset`` rounds in proportion to its terms, which can exceed the
+        # result: |offset| (at most the min-max one, or the group's largest |value|) and |code × scale|
+        terms = (np.maximum(np.abs(lo), np.abs(hi)).astype(np.float64) + np.abs(offset.astype(np.float64)))[:, col]
         if self.rounding == "gptq" or self.scale == "search":
             lo64, hi64, x64 = lo.astype(np.float64)[:, col], hi.astype(np.float64)[:, col], rows.astype(np.float64)
             moved_away = np.maximum(x64 - lo64, hi64 - x64)
@@ -321,9 +392,12 @@ class GroupQuant(Codec):
         if x.ndim:
             tol = np.moveaxis(tol, -1, axis)
         tol = tol.reshape(x.shape)
+        terms = terms.reshape(moved)
+        if x.ndim:
+            terms = np.moveaxis(terms, -1, axis)
         mag = np.abs(np.asarray(x, dtype=np.float64)) + tol
         # fp32 arithmetic in the kernel, then rounding into the output dtype
-        tol = tol + mag * 2.0**-22
+        tol = tol + (2 * mag + terms.reshape(x.shape)) * 2.0**-22
         if x.dtype.kind in "biu":
             return tol + 0.5
         if x.dtype.itemsize < 4:
@@ -344,10 +418,7 @@ class GroupQuant(Codec):
         rows, n = enc.shape
         g = self._group(n)
         ngroups = -(-n // g) if n else 0
-        sdt = _SCALE_DTYPES[self.scale_dtype]
-        scales = enc.part_array("scales", sdt, (rows, ngroups)).astype(np.float32)
-        offsets = (np.float32(-(1 << (self.bits - 1))) * scales if self.symmetric
-                   else enc.part_array("mins", sdt, (rows, ngroups)).astype(np.float32))
+        scales, offsets = self._stored_parameters(enc, rows, ngroups)
         packed = enc.part_array("codes", np.uint8, (packed_nbytes(rows * n, self.bits),))
         if packed.ctypes.data % 4:  # the kernels read the codes as 32-bit words
             packed = packed.copy()
@@ -358,20 +429,6 @@ def _unit_roundoff(dtype: np.dtype[Any]) -> float:
     import ml_dtypes
 
     return float(ml_dtypes.finfo(dtype).eps)
-
-
-def _round_down(v: np.ndarray, dt: type[np.floating[Any]]) -> np.ndarray:
-    """``v`` in ``dt``, rounded towards -inf."""
-    r = v.astype(dt)
-    low = r.astype(v.dtype) > v
-    return np.where(low, np.nextafter(r, dt(-np.inf)), r).astype(dt)
-
-
-def _round_away(v: np.ndarray, dt: type[np.floating[Any]]) -> np.ndarray:
-    """``v`` in ``dt``, rounded away from zero (so a step never shrinks)."""
-    r = v.astype(dt)
-    small = np.abs(r.astype(v.dtype)) < np.abs(v)
-    return np.where(small, np.nextafter(r, np.where(v < 0, dt(-np.inf), dt(np.inf)).astype(dt)), r).astype(dt)
 
 
 def _checked_decoder() -> Any:

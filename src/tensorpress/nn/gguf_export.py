@@ -67,7 +67,7 @@ def gguf_type(codec: Any, shape: tuple[int, ...]) -> str | None:
     if not isinstance(codec, GroupQuant) or not shape:
         return None
     ok = (codec.group == BLOCK and codec.scale_dtype == "float16" and codec.axis % len(shape) == len(shape) - 1
-          and shape[-1] % BLOCK == 0)
+          and shape[-1] % BLOCK == 0 and codec.scale_bits == 0)  # quantized group scales have no GGUF layout
     return LAYOUTS.get((codec.bits, codec.symmetric)) if ok else None
 
 
