@@ -12,7 +12,8 @@ Tensors (fp32 dequantizations of the published GGUF files, see :mod:`tensorpress
 
 Rows: ours (``quant`` round-to-nearest as the baseline; ``vq``, ``lowrank``, ``outliers``, ``compensated``,
 ``gear``) and peers (GGUF Q8_0/Q5_0/Q4_1/Q4_0 and the ternary TQ2_0, quantized by the ``gguf`` package in
-the same run; its K- and I-quants have no Python quantizer). Bits per element: ours ``Encoded.nbytes`` × 8 /
+the same run; llama.cpp's Q4_K/IQ4_XS/Q3_K/Q2_K/IQ2_S by ``ggml_quantize_chunk`` when the ``peers-llama``
+extra is installed, said so when not). Bits per element: ours ``Encoded.nbytes`` × 8 /
 elements (header included); GGUF types their block bytes. ``rel_frobenius`` = ‖W − Ŵ‖_F / ‖W‖_F.
 ``output_error`` = ‖(W − Ŵ)·Xᵀ‖_F / ‖W·Xᵀ‖_F on the layer's real inputs for held-out text (Austen's
 *Persuasion*, 2048 tokens); formats given ``calib`` saw inputs of calibration text (the other novels, 2048
@@ -46,6 +47,9 @@ CACHE = Path(__file__).resolve().parent / "cache"
 TOKENS = 2048
 CONTEXT = 512
 PEERS = ("Q8_0", "Q5_0", "Q4_1", "Q4_0", "TQ2_0")
+#: llama.cpp's own quantizers (``peers-llama`` extra), no importance matrix; blocks of 256 run along the
+#: flattened tensor where a row holds no whole block (SmolLM2's 576), as in benchmarks/llm_family.py
+GGML_K_I = ("Q4_K", "IQ4_XS", "Q3_K", "Q2_K", "IQ2_S")
 #: ours may exceed a budget by this much: our blob headers (~0.006 bit/weight here) have no GGUF counterpart
 BUDGET_SLACK = 0.01
 #: (spec, whether it is given the calibration activations)
@@ -81,6 +85,14 @@ OURS: list[tuple[str, bool]] = [
     *((f"quant(bits={b}, group={g}, rounding=gptq)", True) for b, g in ((2, 64), (3, 128), (4, 128))),
     ("compensated(base=quant(bits=2, group=64, rounding=gptq), rank=16, method=activation_aware)", True),
     ("compensated(base=quant(bits=3, group=128, rounding=gptq), rank=16, method=activation_aware)", True),
+    # K-quant layouts: group scales and minimums as codes times a step per super-group
+    ("quant(bits=4, group=32, scale_bits=6)", False),
+    ("quant(bits=4, group=32, scale_bits=6, scale=search)", False),
+    ("quant(bits=3, group=32, scale_bits=6, scale=search)", False),
+    ("quant(bits=3, group=16, symmetric=true, scale_bits=6, super_group=16, scale=search)", False),
+    ("quant(bits=2, group=16, scale_bits=4, super_group=16, scale=search)", False),
+    ("quant(bits=4, group=32, scale_bits=6, rounding=gptq, scale=search)", True),
+    ("quant(bits=3, group=32, scale_bits=6, rounding=gptq, scale=search)", True),
 ]
 
 
@@ -154,11 +166,18 @@ def run_tensor(name: str, specs: list[tuple[str, bool]], peers: tuple[str, ...],
     for kind in peers:
         from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-        if w.shape[-1] % GGML_QUANT_SIZES[GGMLQuantizationType[kind]][0]:
+        block = GGML_QUANT_SIZES[GGMLQuantizationType[kind]][0]
+        llama = kind in GGML_K_I
+        if (w.size if llama else w.shape[-1]) % block:
             continue  # rows must hold whole blocks (TQ2_0: 256)
         t0 = time.perf_counter()
-        y, nbytes = gguf_peer(kind, w)
-        rows.append({**base, "spec": f"gguf {kind}", "side": "peer", "calib": False,
+        if llama:
+            from tensorpress.nn import ggml_peer
+
+            y, nbytes = ggml_peer.quantize(w, kind)
+        else:
+            y, nbytes = gguf_peer(kind, w)
+        rows.append({**base, "spec": f"{'llama.cpp' if llama else 'gguf'} {kind}", "side": "peer", "calib": False,
                      "bits_per_element": 8 * nbytes / w.size, "rel_frobenius": relative_frobenius_error(w, y),
                      "output_error": output_error(w, y, gram), "encode_s": time.perf_counter() - t0})
     for spec, use_calib in tqdm(specs, desc=name, unit="spec", disable=not progress):
@@ -197,6 +216,8 @@ def family(row: dict[str, Any]) -> str:
     if row["side"] == "peer":
         return "gguf"
     name = row["spec"].split("(")[0]
+    if name == "quant" and "scale_bits" in row["spec"]:
+        return "quant k-layout"
     return "quant gptq" if name == "quant" and "rounding=gptq" in row["spec"] else name
 
 
@@ -209,8 +230,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     names = sorted({r["model"] for r in rows})
     fig, axes = plt.subplots(2, len(names), figsize=(6.5 * len(names), 9), squeeze=False)
-    markers = dict(zip(["gguf", "quant", "quant gptq", "vq", "lowrank", "outliers", "compensated", "gear"],
-                       "sox^vDPX", strict=True))
+    markers = dict(zip(["gguf", "quant", "quant gptq", "quant k-layout", "vq", "lowrank", "outliers", "compensated",
+                        "gear"], "sox*^vDPX", strict=True))
     for col, name in enumerate(names):
         mine = [r for r in rows if r["model"] == name and not r["on_grid"] and r["bits_per_element"] <= 6]
         for row_i, metric in enumerate(("rel_frobenius", "output_error")):
@@ -235,28 +256,43 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--tensors", default=",".join(TENSORS), help="comma-separated: " + ", ".join(TENSORS))
-    parser.add_argument("--only", nargs="*", default=None, help="run only specs containing one of these")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="run only the specs and peers containing one of these; their rows replace the old ones "
+                             "in the results, the other rows are kept")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--replot", action="store_true", help="only redraw the PNG from the results JSON")
     args = parser.parse_args(argv)
     if args.replot:
         plot(json.loads((RESULTS / "weight_error.json").read_text())["rows"], RESULTS / "weight_error.png")
         return
-    specs = [(s, c) for s, c in OURS if not args.only or any(o in s for o in args.only)]
+    from tensorpress.nn import ggml_peer
+
+    peers = PEERS + (GGML_K_I if ggml_peer.available() else ())
+    if not ggml_peer.available():
+        print("llama.cpp's K- and I-quants not run: install the peers-llama extra (llama-cpp-python)")
+
+    def chosen(label: str) -> bool:
+        return not args.only or any(o in label for o in args.only)
+
+    specs = [(s, c) for s, c in OURS if chosen(s)]
     rows: list[dict[str, Any]] = []
     for name in args.tensors.split(","):
-        rows += run_tensor(name, specs, PEERS if not args.only else (), not args.quiet)
+        rows += run_tensor(name, specs, tuple(p for p in peers if chosen(p)), not args.quiet)
         print_table([r for r in rows if r["model"] == name],
                     ["spec", "side", "calib", "bits_per_element", "rel_frobenius", "output_error", "encode_s"])
+    path = RESULTS / "weight_error.json"
+    if args.only and path.is_file():  # the rows run now replace their old selves; the others are kept
+        fresh = {(r["model"], r["spec"], r["calib"]) for r in rows}
+        kept = [r for r in json.loads(path.read_text())["rows"] if (r["model"], r["spec"], r["calib"]) not in fresh]
+        rows = kept + rows
     best = budgets(rows, "rel_frobenius") + budgets(rows, "output_error")
     for b in best:
         ours, peer, m = b.get("ours", {}), b.get("peer", {}), b["metric"]
         print(f"{b['model']} {m} <= {b['budget']} bits: ours {ours.get('spec')} {ours.get(m, math.nan):.4f}"
               f" | peer {peer.get('spec')} {peer.get(m, math.nan):.4f}")
-    if not args.only:
-        path = write_results("weight_error", rows, {"budgets": best, "tokens": TOKENS, "context": CONTEXT})
-        plot(rows, path.with_suffix(".png"))
-        print(f"wrote {path} and {path.with_suffix('.png').name}")
+    path = write_results("weight_error", rows, {"budgets": best, "tokens": TOKENS, "context": CONTEXT})
+    plot(rows, path.with_suffix(".png"))
+    print(f"wrote {path} and {path.with_suffix('.png').name}")
 
 
 if __name__ == "__main__":
