@@ -84,7 +84,7 @@ def _clmul(typingctx: Any, a: Any, b: Any) -> Any:
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _times(crc, k):  # crc · K · x^33 mod P (see the module docstring); numba infers the types
-    return np.uint32(_crc_u64(np.uint64(0), _clmul(np.uint64(crc), np.uint64(k))))
+    return np.uint32(_crc_u64(np.uint64(0), _clmul(np.uint64(crc), np.uint64(k))))  # type: ignore[call-arg]
 
 
 @numba.njit(cache=True, nogil=True)
