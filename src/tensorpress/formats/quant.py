@@ -97,7 +97,8 @@ class GroupQuant(Codec):
     codec_id: ClassVar[str] = "quant"
     accepts_nonfinite: ClassVar[bool] = False
     omitted_at_default: ClassVar[tuple[str, ...]] = ("scale_bits", "super_group")
-    summary: ClassVar[str] = "group-wise integer quantization, 2-8 bits, fp16 scales (GGUF Q4_0/Q4_1/Q8_0 layouts)"
+    summary: ClassVar[str] = ("group-wise integer quantization, 2-8 bits, fp16 scales (GGUF Q4_0/Q4_1/Q8_0 layouts) "
+                              "or k-bit coded scales (K-quant-style super-groups)")
     examples: ClassVar[tuple[str, ...]] = (
         "quant(bits=4, group=128)",
         "quant(bits=8, group=32, symmetric=true)",
