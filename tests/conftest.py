@@ -70,3 +70,15 @@ def rhs(inputs: np.ndarray, rows: int, batch: int | None) -> np.ndarray:
     """``inputs`` repeated to ``rows`` rows: one column (batch None) or ``batch`` columns."""
     x = np.resize(inputs, (rows, inputs.shape[1]))  # repeats the real faces to any length
     return np.ascontiguousarray(x[:, 0] if batch is None else x[:, :batch])
+
+
+@pytest.fixture(scope="module")
+def layer(camera: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(W (256 × 512) float32, X_calib (512 × 512), X_eval (512 × 512)): standardized camera rows as the
+    weight, rows of the moon and brick photos as its inputs; calibration and evaluation rows disjoint."""
+    from tensorpress.datasets import photo
+
+    w = camera[:256].astype(np.float64)
+    w = ((w - w.mean(axis=1, keepdims=True)) / (w.std(axis=1, keepdims=True) + 1.0)).astype(np.float32)
+    x = np.concatenate([photo("moon"), photo("brick")]).astype(np.float32) / 255.0
+    return w, x[0::2], x[1::2]

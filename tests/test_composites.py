@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import tensorpress as tp
+from layer_helpers import output_error
 from tensorpress.core.errors import ConfigError, InputError
 from tensorpress.core.metrics import relative_frobenius_error
 from test_llm_data import real
@@ -42,15 +43,6 @@ def layer0_q_proj() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def layer0() -> tuple[np.ndarray, np.ndarray]:
     return real(layer0_q_proj)
-
-
-def output_error(w: np.ndarray, y: np.ndarray, x: np.ndarray) -> float:
-    """Relative error of the layer's outputs on the activations ``x``: ‖(W − Ŵ)Xᵀ‖ / ‖W Xᵀ‖ (through XᵀX)."""
-    x64 = x.astype(np.float64)
-    h = x64.T @ x64
-    w64 = w.astype(np.float64)
-    d = w64 - y.astype(np.float64)
-    return float(np.sqrt(np.sum((d @ h) * d) / np.sum((w64 @ h) * w64)))
 
 
 def roundtrip(spec: str, w: np.ndarray, calib: Any = None) -> tuple[tp.Encoded, np.ndarray]:

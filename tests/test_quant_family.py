@@ -12,28 +12,13 @@ import numpy as np
 import pytest
 
 import tensorpress as tp
+from layer_helpers import output_error
 from tensorpress.core.errors import ConfigError, InputError
 from tensorpress.formats._calib import Hessian
 from tensorpress.formats.mxfp4 import E2M1
 from tensorpress.formats.nf4 import nf4_levels
 from tensorpress.kernels import get_kernel
 from tensorpress.testing import check_guarantee
-
-
-@pytest.fixture(scope="module")
-def layer(camera: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(W (256 × 512) float32, X_calib (512 × 512), X_eval (512 × 512)), all from real photos."""
-    from tensorpress.datasets import photo
-
-    w = camera[:256].astype(np.float64)
-    w = ((w - w.mean(axis=1, keepdims=True)) / (w.std(axis=1, keepdims=True) + 1.0)).astype(np.float32)
-    x = np.concatenate([photo("moon"), photo("brick")]).astype(np.float32) / 255.0
-    return w, x[0::2], x[1::2]
-
-
-def output_error(w: np.ndarray, y: np.ndarray, x: np.ndarray) -> float:
-    diff = (y.astype(np.float64) - w) @ x.T.astype(np.float64)
-    return float(np.linalg.norm(diff) / np.linalg.norm(w.astype(np.float64) @ x.T))
 
 
 # --- GPTQ --------------------------------------------------------------------------------------------

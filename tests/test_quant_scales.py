@@ -8,26 +8,10 @@ import numpy as np
 import pytest
 
 import tensorpress as tp
+from layer_helpers import output_error
 from tensorpress.core.errors import ConfigError
 from tensorpress.kernels import get_kernel
 from tensorpress.testing import check_codec, check_guarantee
-
-
-@pytest.fixture(scope="module")
-def layer(camera: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(W (256 × 512) float32, X_calib (512 × 512), X_eval (512 × 512)): standardized camera rows as the
-    weight, rows of the moon and brick photos as its inputs; calibration and evaluation rows disjoint."""
-    from tensorpress.datasets import photo
-
-    w = camera[:256].astype(np.float64)
-    w = ((w - w.mean(axis=1, keepdims=True)) / (w.std(axis=1, keepdims=True) + 1.0)).astype(np.float32)
-    x = np.concatenate([photo("moon"), photo("brick")]).astype(np.float32) / 255.0
-    return w, x[0::2], x[1::2]
-
-
-def output_error(w: np.ndarray, y: np.ndarray, x: np.ndarray) -> float:
-    diff = (y.astype(np.float64) - w) @ x.T.astype(np.float64)
-    return float(np.linalg.norm(diff) / np.linalg.norm(w.astype(np.float64) @ x.T))
 
 
 def payload_bits(enc: tp.Encoded) -> int:
