@@ -161,6 +161,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    short = {str(tp.spec(spec)): spec for spec in OURS}  # labels as the specs are written above
     pairs = sorted({(r["model"], r["text"]) for r in rows})
     fig, axes = plt.subplots(1, len(pairs), figsize=(7 * len(pairs), 5), squeeze=False)
     for ax, (model, text) in zip(axes[0], pairs, strict=True):
@@ -170,9 +171,13 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             pts = [r for r in group if r["side"] == side]
             ax.scatter([r["bits_per_weight"] for r in pts], [r["perplexity"] for r in pts], marker=marker,
                        label="tensorpress" if side == "ours" else "GGUF / llama.cpp")
-            for r in pts:
-                ax.annotate(r["method"].replace("quant(", "q(")[:38], (r["bits_per_weight"], r["perplexity"]),
-                            fontsize=5)
+            # our rows labelled where nothing of ours is both smaller and better (the front), peers all
+            front = [r for r in pts if side == "peer" or not any(
+                o is not r and o["bits_per_weight"] <= r["bits_per_weight"] and o["perplexity"] < r["perplexity"]
+                for o in pts)]
+            for r in front:
+                ax.annotate(short.get(r["method"], r["method"]).replace("quant(", "q("),
+                            (r["bits_per_weight"], r["perplexity"]), fontsize=5)
         if ref:
             ax.axhline(ref[0]["perplexity"], color="gray", linestyle="--", label="fp32 reference")
         ax.set_yscale("log")
