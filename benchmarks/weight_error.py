@@ -93,6 +93,10 @@ OURS: list[tuple[str, bool]] = [
     ("quant(bits=2, group=16, scale_bits=4, super_group=16, scale=search)", False),
     ("quant(bits=4, group=32, scale_bits=6, rounding=gptq, scale=search)", True),
     ("quant(bits=3, group=32, scale_bits=6, rounding=gptq, scale=search)", True),
+    ("quant(bits=4, group=32, scale_bits=6, scale=refine)", False),
+    ("quant(bits=4, group=32, scale_bits=6, super_group=16, scale=refine)", False),
+    ("quant(bits=3, group=32, scale_bits=6, super_group=16, scale=refine)", False),
+    ("quant(bits=4, group=32, scale=refine)", False),
 ]
 
 

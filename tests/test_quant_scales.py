@@ -135,6 +135,26 @@ def test_search_never_loses_to_min_max_on_the_stored_grid(weight: np.ndarray) ->
     assert search.sum() < 0.8 * minmax.sum()
 
 
+@pytest.mark.parametrize("coded", ["", ", scale_bits=6"])
+def test_refine_never_loses_to_search(weight: np.ndarray, coded: str) -> None:
+    """The least-squares refits are kept only where they lower a group's error: no group ends worse than the
+    search alone, the whole tensor ends better, and the bound of ``search`` still holds on every element;
+    symmetric groups only search."""
+    def group_sse(spec: str) -> np.ndarray:
+        y = tp.decode(tp.encode(weight, spec)).astype(np.float64)
+        return np.square(y - weight).reshape(512, 16, 32).sum(axis=2)
+
+    search = group_sse(f"quant(bits=4, group=32{coded}, scale=search)")
+    refine = group_sse(f"quant(bits=4, group=32{coded}, scale=refine)")
+    assert np.all(refine <= search * (1 + 1e-6) + 1e-12)
+    assert refine.sum() < 0.995 * search.sum()
+    codec = tp.spec(f"quant(bits=4, group=32{coded}, scale=refine)")
+    check_guarantee(codec, weight, tp.decode(codec.encode(weight)))
+    sym = "quant(bits=3, group=16, symmetric=true{}, scale={})"
+    assert np.array_equal(tp.decode(tp.encode(weight, sym.format(coded, "refine"))),
+                          tp.decode(tp.encode(weight, sym.format(coded, "search"))))
+
+
 @pytest.mark.parametrize("params", ["group=32", "group=16, symmetric=true, super_group=16", "group=32, scale=search"])
 def test_gptq_beats_round_to_nearest_with_quantized_scales(layer: tuple[np.ndarray, ...], params: str) -> None:
     w, x_cal, x_eval = layer

@@ -23,7 +23,11 @@ How codes and group ranges are chosen (the stored layout and decode are the same
 - ``scale=minmax`` (default): a group's range is its [min, max]. ``scale=search``: the range is shrunk
   towards the group's value nearest 0 by the factor in ``1.0, 0.975 … 0.5`` that gives the least squared
   error over the group (each column weighted by ``diag(Xᵀ X)`` when ``calib`` is given), as llama.cpp's
-  quantizers and AWQ's clipping search do; values outside the shrunk range are clipped.
+  quantizers and AWQ's clipping search do; values outside the shrunk range are clipped. ``scale=refine``
+  (asymmetric groups; symmetric ones search): the search's result is then refitted twice by weighted least
+  squares of ``code · scale + minimum`` against the group for its current codes, as llama.cpp's K-quant
+  quantizers do, the refitted range held inside the group's range and covering its most-shrunk range (so
+  the guarantee of ``search`` still holds); a refit is kept only where it lowers the group's error.
 
 Guarantee (checked on every element): ``nearest`` + ``minmax``: within half a stored step (``|scale| / 2``)
 of the input, plus the rounding of the output dtype. The stored step is the group's ``(max - min) /
@@ -76,6 +80,27 @@ _BLOCK_ELEMENTS = 1 << 18  # elements encoded at once
 _GPTQ_BLOCK_ELEMENTS = 1 << 21  # GPTQ's per-column loop costs the same per block: fewer, larger blocks
 #: ``scale=search``: the shrink factors tried for each group's range
 SHRINK = np.linspace(1.0, 0.5, 21)
+REFITS = 2  # ``scale=refine``: least-squares refits after the search
+
+
+def _least_squares_range(rows: np.ndarray, codes: np.ndarray, weights: np.ndarray | None, starts: np.ndarray,
+                         levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per group, the (minimum, minimum + levels · scale) of the weighted least-squares fit of
+    ``codes · scale + minimum`` to ``rows`` (both (r, n)); NaN where a group's codes are all equal."""
+    w = np.ones(rows.shape[1]) if weights is None else weights
+    x = rows.astype(np.float64)
+
+    def total(v: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(v * w, starts, axis=1)
+
+    a, b, c = total(codes * codes), total(codes), total(np.ones_like(x))
+    d, e = total(codes * x), total(x)
+    det = a * c - b * b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ok = det > 1e-12 * np.maximum(a * c, 1e-300)
+        scale = np.where(ok, (c * d - b * e) / np.where(ok, det, 1), np.nan)
+        minimum = np.where(ok, (a * e - b * d) / np.where(ok, det, 1), np.nan)
+    return minimum, minimum + levels * scale
 MAX_SUPER_GROUP = 256  # encoding blocks hold whole super-groups: up to 8 × super_group rows at once
 
 
@@ -109,6 +134,7 @@ class GroupQuant(Codec):
         "quant(bits=4, group=32, scale=search)",
         "quant(bits=3, group=128, symmetric=true, scale=search)",
         "quant(bits=4, group=32, scale=search, scale_bits=6)",
+        "quant(bits=4, group=32, scale=refine, scale_bits=6, super_group=16)",
         "quant(bits=3, group=16, symmetric=true, scale_bits=6, super_group=16)",
     )
 
@@ -121,8 +147,8 @@ class GroupQuant(Codec):
             raise ConfigError(f"quant: scale_dtype must be float16 or float32, got {self.scale_dtype!r}")
         if self.rounding not in ("nearest", "gptq"):
             raise ConfigError(f"quant: rounding must be nearest or gptq, got {self.rounding!r}")
-        if self.scale not in ("minmax", "search"):
-            raise ConfigError(f"quant: scale must be minmax or search, got {self.scale!r}")
+        if self.scale not in ("minmax", "search", "refine"):
+            raise ConfigError(f"quant: scale must be minmax, search or refine, got {self.scale!r}")
         if not 0.0 <= self.damp < float("inf"):
             raise ConfigError(f"quant: damp must be a finite number >= 0 (0.01 is usual), got {self.damp}")
         if self.act_order and self.rounding != "gptq":
@@ -234,6 +260,22 @@ class GroupQuant(Codec):
             better = err < best_err
             best_err = np.where(better, err, best_err)
             best_scale, best_offset = np.where(better, scale, best_scale), np.where(better, offset, best_offset)
+        if self.scale == "refine" and not self.symmetric:
+            shrunk = (anchor + (lo - anchor) * SHRINK[-1], anchor + (hi - anchor) * SHRINK[-1])
+            for _ in range(REFITS):
+                s, o = best_scale.astype(np.float64), best_offset.astype(np.float64)
+                codes = self._codes(rows, s[:, col], o[:, col])
+                new_lo, new_hi = _least_squares_range(rows, codes, weights, starts, (1 << self.bits) - 1)
+                new_lo = np.clip(np.where(np.isnan(new_lo), lo, new_lo), lo, shrunk[0])
+                new_hi = np.clip(np.where(np.isnan(new_hi), hi, new_hi), shrunk[1], hi)
+                scale, offset = self._range_parameters(new_lo, new_hi, rows, grid)
+                s, o = scale.astype(np.float64)[:, col], offset.astype(np.float64)[:, col]
+                sq = np.square(self._codes(rows, s, o) * s + o - rows)
+                err = np.add.reduceat(sq if weights is None else sq * weights, starts, axis=1)
+                better = err < best_err
+                best_err = np.where(better, err, best_err)
+                best_scale = np.where(better, scale, best_scale)
+                best_offset = np.where(better, offset, best_offset)
         if grid is not None:  # values on the grid (float64), no longer scale-dtype numbers
             return best_scale, best_offset
         return best_scale.astype(_SCALE_DTYPES[self.scale_dtype]), best_offset
@@ -290,11 +332,11 @@ class GroupQuant(Codec):
         """(column weights for ``scale=search``, GPTQ's factored Hessian) from ``calib``."""
         if self.rounding == "gptq":
             h = hessian(calib, n, "quant(rounding=gptq)")
-            weights = np.diag(h).copy() if self.scale == "search" else None
+            weights = np.diag(h).copy() if self.scale != "minmax" else None
             if isinstance(calib, Hessian):
                 return weights, _gptq.prepare_shared(calib, h, self.damp, self.act_order)
             return weights, _gptq.prepare(h, self.damp, self.act_order)
-        if self.scale == "search" and calib is not None:
+        if self.scale != "minmax" and calib is not None:
             return column_weights(calib, n, "quant(scale=search)"), None
         return None, None
 
@@ -382,7 +424,7 @@ class GroupQuant(Codec):
         # the kernel's fp32 ``code × scale + offset`` rounds in proportion to its terms, which can exceed the
         # result: |offset| (at most the min-max one, or the group's largest |value|) and |code × scale|
         terms = (np.maximum(np.abs(lo), np.abs(hi)).astype(np.float64) + np.abs(offset.astype(np.float64)))[:, col]
-        if self.rounding == "gptq" or self.scale == "search":
+        if self.rounding == "gptq" or self.scale != "minmax":
             lo64, hi64, x64 = lo.astype(np.float64)[:, col], hi.astype(np.float64)[:, col], rows.astype(np.float64)
             moved_away = np.maximum(x64 - lo64, hi64 - x64)
             if self.rounding != "gptq":
