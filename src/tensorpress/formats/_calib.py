@@ -48,21 +48,36 @@ class Hessian:
         return self.matrix.shape[0]
 
 
-def hessian(calib: Any, features: int, codec_id: str) -> np.ndarray:
-    """``Xᵀ X`` (features × features, float64) from ``calib`` (an array X, samples × in, or a :class:`Hessian`).
+def second_moment(calib: Any, features: int, what: str, *, alternative: str = "", need_samples: bool = False,
+                  weight_shape: tuple[int, ...] | None = None) -> tuple[np.ndarray, int]:
+    """``(Xᵀ X, samples)``: (features × features, float64) and the token count, from ``calib`` — activations X
+    (samples × features; leading axes are flattened) or a :class:`Hessian`.
 
-    Raises :class:`InputError` naming ``calib`` when it is missing or does not fit ``features`` inputs.
+    Every method that takes ``calib`` reads it here, so the errors read alike: ``what`` names the asking
+    method (``"nm(select=wanda)"``), ``alternative`` is what to use without calibration. ``need_samples``
+    refuses statistics of zero tokens; ``weight_shape`` is named when the activations do not fit it.
     """
     if calib is None:
-        raise InputError(f"{codec_id} needs calib: the layer's input activations X (samples × {features}) or a "
-                         "tensorpress Hessian; collect them with tensorpress.nn.calibrate")
+        instead = f"; {alternative}" if alternative else ""
+        raise InputError(f"{what} needs calibration activations: encode(w, calib=X) with X of shape (samples, "
+                         f"{features}) holding the layer's real inputs, or a tensorpress Hessian (see "
+                         f"tensorpress.nn.calibrate){instead}")
     if isinstance(calib, Hessian):
         if calib.features != features:
-            raise InputError(f"{codec_id}: calib is a Hessian of {calib.features} inputs, the quantized axis has "
-                             f"{features}; give the statistics of this layer")
-        return calib.matrix
-    x = _activations(calib, features, codec_id)
-    return x.T @ x
+            raise InputError(f"{what}: calib is a Hessian of {calib.features} inputs, but the weight has "
+                             f"{features}; give this layer's statistics")
+        h, samples = calib.matrix, calib.samples
+    else:
+        x = _activations(calib, features, what, weight_shape)
+        h, samples = x.T @ x, x.shape[0]
+    if need_samples and samples == 0:
+        raise InputError(f"{what}: the calibration statistics hold no samples")
+    return h, samples
+
+
+def hessian(calib: Any, features: int, codec_id: str) -> np.ndarray:
+    """``Xᵀ X`` (features × features, float64) from ``calib`` (see :func:`second_moment`)."""
+    return second_moment(calib, features, codec_id)[0]
 
 
 def column_weights(calib: Any, features: int, codec_id: str) -> np.ndarray:
@@ -73,15 +88,18 @@ def column_weights(calib: Any, features: int, codec_id: str) -> np.ndarray:
     return np.einsum("ij,ij->j", x, x)
 
 
-def _activations(calib: Any, features: int | None, codec_id: str) -> np.ndarray:
+def _activations(calib: Any, features: int | None, what: str,
+                 weight_shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Activations (samples × features) float64; leading axes are flattened."""
     x = as_array(calib)
-    if x.ndim != 2 or (features is not None and x.shape[1] != features):
-        want = "(samples × in)" if features is None else f"(samples × {features})"
-        raise InputError(f"{codec_id}: calib must be activations X {want} (or a tensorpress Hessian), "
-                         f"got an array of shape {x.shape}")
+    if x.ndim < 2 or (features is not None and x.shape[-1] != features):
+        want = "(samples, in)" if features is None else f"(samples, {features})"
+        of = f"the weight of shape {weight_shape} (out, in) needs" if weight_shape else "calib must be"
+        raise InputError(f"{what}: calibration activations have shape {x.shape}, but {of} activations X {want} "
+                         "(or a tensorpress Hessian; leading axes are flattened)")
     if x.dtype.kind not in "fiub" and x.dtype.kind != "V":
-        raise InputError(f"{codec_id}: calib must hold numbers, got {x.dtype}")
-    x = x.astype(np.float64)
+        raise InputError(f"{what}: calib must hold numbers, got {x.dtype}")
+    x = x.reshape(-1, x.shape[-1]).astype(np.float64)
     if not np.all(np.isfinite(x)):
-        raise InputError(f"{codec_id}: calib holds NaN or Inf; recollect the activations")
+        raise InputError(f"{what}: calib holds NaN or Inf; recollect the activations")
     return x

@@ -67,31 +67,11 @@ def require_finite_float(x: np.ndarray, codec_id: str) -> None:
 def gram(calib: Any, shape: tuple[int, ...], codec_id: str, method: str) -> np.ndarray:
     """``XᵀX / samples`` (cols × cols, float64) of the calibration activations for a weight of ``shape``;
     ``calib`` is X (samples, in) or an accumulated :class:`~tensorpress.formats._calib.Hessian`."""
-    from ._calib import Hessian
+    from ._calib import second_moment
 
-    if calib is None:
-        raise InputError(
-            f"{codec_id}(method={method}) needs calibration activations: encode(w, calib=X) with X of shape "
-            "(samples, in) holding the layer's real inputs (or a tensorpress Hessian); or use method=svd"
-        )
-    cols = matrix_shape(shape)[1]
-    if isinstance(calib, Hessian):
-        if calib.features != cols or calib.samples == 0:
-            raise InputError(f"{codec_id}(method={method}): calib is a Hessian of {calib.features} inputs over "
-                             f"{calib.samples} samples; a weight of shape {shape} needs {cols} inputs")
-        return calib.matrix / calib.samples
-    x = np.asarray(calib)
-    if x.ndim < 2 or x.shape[-1] != cols:
-        raise InputError(
-            f"{codec_id}(method={method}): calibration activations have shape {x.shape}, but a weight of shape "
-            f"{shape} needs (samples, {cols}) (leading axes are flattened)"
-        )
-    if not (is_float(x.dtype) or x.dtype.kind in "iu"):
-        raise InputError(f"{codec_id}: calibration activations must be numbers, got {dtype_to_str(x.dtype)}")
-    x = x.reshape(-1, cols).astype(np.float64)
-    if x.shape[0] == 0 or not np.all(np.isfinite(x)):
-        raise InputError(f"{codec_id}: calibration activations are empty or hold NaN/Inf (shape {x.shape})")
-    return (x.T @ x) / x.shape[0]
+    h, samples = second_moment(calib, matrix_shape(shape)[1], f"{codec_id}(method={method})",
+                               alternative="or use method=svd", need_samples=True, weight_shape=shape)
+    return h / samples
 
 
 def whitener(h: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..core.codec import Codec, restore_dtype
-from ..core.dtypes import contiguous, dtype_to_str, is_float, to_little_endian
+from ..core.dtypes import contiguous, is_float, to_little_endian
 from ..core.encoded import Encoded
 from ..core.errors import BlobError, ConfigError, InputError
 
@@ -93,41 +93,14 @@ def score_dtype(dtype: np.dtype[Any]) -> type[np.floating[Any]]:
 def calibration(calib: Any, weight_shape: tuple[int, ...], codec_id: str, select: str) -> tuple[np.ndarray, int]:
     """The calibration Hessian ``Xᵀ X`` (in × in, float64) and its sample count for a 2-D weight (out, in), from
     activations X (samples, in) or a :class:`~tensorpress.formats._calib.Hessian`; clear errors otherwise."""
-    from ._calib import Hessian
+    from ._calib import second_moment
 
-    if calib is None:
-        raise InputError(
-            f"{codec_id}(select={select}) needs calibration activations: encode(w, calib=X) with X of shape "
-            f"(samples, in) holding the layer's real inputs (or a tensorpress Hessian); or use select=magnitude"
-        )
     if len(weight_shape) != 2:
         raise InputError(
             f"{codec_id}(select={select}) works on a 2-D weight (out, in), got shape {weight_shape}"
         )
-    n_in = weight_shape[1]
-    if isinstance(calib, Hessian):
-        if calib.features != n_in:
-            raise InputError(
-                f"{codec_id}(select={select}): calib is a Hessian of {calib.features} inputs, but the weight of "
-                f"shape {weight_shape} (out, in) has {n_in}"
-            )
-        if calib.samples == 0:
-            raise InputError(f"{codec_id}: the calibration Hessian has no samples")
-        return calib.matrix, calib.samples
-    x = np.asarray(calib)
-    if x.ndim < 2 or x.shape[-1] != n_in:
-        raise InputError(
-            f"{codec_id}(select={select}): calibration activations have shape {x.shape}, but the weight of "
-            f"shape {weight_shape} (out, in) needs (samples, {n_in}) (leading axes are flattened)"
-        )
-    if not (is_float(x.dtype) or x.dtype.kind in "iu"):
-        raise InputError(f"{codec_id}: calibration activations must be numbers, got {dtype_to_str(x.dtype)}")
-    x = x.reshape(-1, n_in).astype(np.float64)
-    if not np.all(np.isfinite(x)):
-        raise InputError(f"{codec_id}: calibration activations hold NaN or Inf; check the calibration run")
-    if x.shape[0] == 0:
-        raise InputError(f"{codec_id}: calibration activations have no samples (shape {np.shape(calib)})")
-    return x.T @ x, x.shape[0]
+    return second_moment(calib, weight_shape[1], f"{codec_id}(select={select})",
+                         alternative="or use select=magnitude", need_samples=True, weight_shape=weight_shape)
 
 
 def scores(x: np.ndarray, select: str, calib: Any, codec_id: str) -> np.ndarray:
