@@ -66,6 +66,8 @@ OURS = (  # in run order: the issue's questions first, the slow VQ encodes last
     "quant(bits=3, group=32, scale_bits=6, rounding=gptq, scale=search)",
     "quant(bits=3, group=32, scale_bits=6, super_group=16, rounding=gptq, scale=search)",
     "quant(bits=3, group=16, symmetric=true, scale_bits=6, super_group=16, rounding=gptq, scale=search)",
+    "quant(bits=4, group=32, scale_bits=6, super_group=16, rounding=gptq, scale=refine)",
+    "quant(bits=3, group=32, scale_bits=6, super_group=16, rounding=gptq, scale=refine)",
     "vq(dim=8, codebook_bits=8, codebooks=2)",
 )
 
