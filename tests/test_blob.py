@@ -446,3 +446,21 @@ def test_payload_flip_is_detected_only_when_verifying(disp: np.ndarray) -> None:
         Encoded.from_bytes(bytes(blob))
     changed = load(bytes(blob), verify=False)
     assert int((changed != disp).sum()) == 1  # without checksums the flipped element comes through
+
+
+def test_header_cache_under_threads(camera: np.ndarray) -> None:
+    """Blobs parsed from several threads at once, more distinct headers than the cache keeps: every one
+    parses and decodes to its own data (the cache evicts under a lock)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tensorpress.core import blob as blob_module
+
+    blobs = [(camera[: 8 + i % 40, : 8 + i // 40], tp.encode(camera[: 8 + i % 40, : 8 + i // 40], "zstd").to_bytes())
+             for i in range(blob_module._CACHED_HEADERS + 64)]
+
+    def check(item: tuple[np.ndarray, bytes]) -> bool:
+        return bool(np.array_equal(tp.decode(item[1]), item[0]))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert all(pool.map(check, blobs * 2))
+    assert len(blob_module._HEADERS) <= blob_module._CACHED_HEADERS

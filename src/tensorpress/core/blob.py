@@ -25,6 +25,7 @@ import json
 import math
 import struct
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -191,9 +192,10 @@ def loads(data: bytes | bytearray | memoryview, *, verify: bool = True, _depth: 
     if head is None:
         head = _parse_header(text, hlen)
         if hlen <= _CACHED_HEADER_BYTES:
-            if len(_HEADERS) >= _CACHED_HEADERS:
-                _HEADERS.pop(next(iter(_HEADERS)))
-            _HEADERS[text] = head
+            with _HEADERS_LOCK:  # zarr decodes chunks in worker threads
+                if len(_HEADERS) >= _CACHED_HEADERS:
+                    _HEADERS.pop(next(iter(_HEADERS)))
+                _HEADERS[text] = head
     if head.total > view.nbytes:
         raise BlobError(f"blob is truncated: header declares {head.total} bytes, got {view.nbytes}")
     view = view[: head.total]
@@ -225,6 +227,7 @@ def loads(data: bytes | bytearray | memoryview, *, verify: bool = True, _depth: 
 _CACHED_HEADERS = 256  # parsed headers kept, by their text: a container's chunks share a few headers
 _CACHED_HEADER_BYTES = 1 << 16
 _HEADERS: dict[bytes, _Header] = {}
+_HEADERS_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
