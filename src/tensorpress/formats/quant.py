@@ -252,30 +252,28 @@ class GroupQuant(Codec):
         anchor = np.clip(0.0, lo, hi)
         best_scale, best_offset = self._range_parameters(lo, hi, rows, grid)
         best_err = np.full(lo.shape, np.inf)
-        for f in SHRINK:
-            scale, offset = self._range_parameters(anchor + (lo - anchor) * f, anchor + (hi - anchor) * f, rows, grid)
+
+        def consider(new_lo: np.ndarray, new_hi: np.ndarray) -> None:
+            """Keep the parameters covering [new_lo, new_hi] in the groups where they lower the error."""
+            nonlocal best_scale, best_offset, best_err
+            scale, offset = self._range_parameters(new_lo, new_hi, rows, grid)
             s, o = scale.astype(np.float64)[:, col], offset.astype(np.float64)[:, col]
             sq = np.square(self._codes(rows, s, o) * s + o - rows)
             err = np.add.reduceat(sq if weights is None else sq * weights, starts, axis=1)
             better = err < best_err
             best_err = np.where(better, err, best_err)
             best_scale, best_offset = np.where(better, scale, best_scale), np.where(better, offset, best_offset)
+
+        for f in SHRINK:
+            consider(anchor + (lo - anchor) * f, anchor + (hi - anchor) * f)
         if self.scale == "refine" and not self.symmetric:
             shrunk = (anchor + (lo - anchor) * SHRINK[-1], anchor + (hi - anchor) * SHRINK[-1])
             for _ in range(REFITS):
                 s, o = best_scale.astype(np.float64), best_offset.astype(np.float64)
                 codes = self._codes(rows, s[:, col], o[:, col])
                 new_lo, new_hi = _least_squares_range(rows, codes, weights, starts, (1 << self.bits) - 1)
-                new_lo = np.clip(np.where(np.isnan(new_lo), lo, new_lo), lo, shrunk[0])
-                new_hi = np.clip(np.where(np.isnan(new_hi), hi, new_hi), shrunk[1], hi)
-                scale, offset = self._range_parameters(new_lo, new_hi, rows, grid)
-                s, o = scale.astype(np.float64)[:, col], offset.astype(np.float64)[:, col]
-                sq = np.square(self._codes(rows, s, o) * s + o - rows)
-                err = np.add.reduceat(sq if weights is None else sq * weights, starts, axis=1)
-                better = err < best_err
-                best_err = np.where(better, err, best_err)
-                best_scale = np.where(better, scale, best_scale)
-                best_offset = np.where(better, offset, best_offset)
+                consider(np.clip(np.where(np.isnan(new_lo), lo, new_lo), lo, shrunk[0]),
+                         np.clip(np.where(np.isnan(new_hi), hi, new_hi), shrunk[1], hi))
         if grid is not None:  # values on the grid (float64), no longer scale-dtype numbers
             return best_scale, best_offset
         return best_scale.astype(_SCALE_DTYPES[self.scale_dtype]), best_offset
@@ -337,7 +335,7 @@ class GroupQuant(Codec):
                 return weights, _gptq.prepare_shared(calib, h, self.damp, self.act_order)
             return weights, _gptq.prepare(h, self.damp, self.act_order)
         if self.scale != "minmax" and calib is not None:
-            return column_weights(calib, n, "quant(scale=search)"), None
+            return column_weights(calib, n, f"quant(scale={self.scale})"), None
         return None, None
 
     def _encode_rows(self, rows: np.ndarray, context: tuple[np.ndarray | None, _gptq.Prepared | None]
