@@ -28,6 +28,7 @@ import numpy as np
 
 import tensorpress as tp
 from tensorpress.datasets.llm import text_split
+from tensorpress.nn.ggml_peer import PEER_TYPES as GGML_K_I
 
 try:
     from benchmarks.common import RESULTS, print_table, write_results
@@ -41,7 +42,6 @@ BUDGETS = (2.6, 3.5, 4.5)
 BUDGET_SLACK = 0.01  # our blob headers (~0.004 bit/weight) have no GGUF counterpart
 CACHE = Path(__file__).resolve().parent / "cache" / "llm_family.jsonl"
 GGUF_SIMPLE = ("Q8_0", "Q5_0", "Q4_1", "Q4_0")
-GGML_K_I = ("Q4_K", "IQ4_XS", "Q3_K", "Q2_K", "IQ2_S")
 OURS = (  # in run order: the questions first, the slow VQ encodes last
     "quant(bits=8, group=128)",
     "quant(bits=4, group=128)",

@@ -33,6 +33,7 @@ import numpy as np
 
 import tensorpress as tp
 from tensorpress.core.metrics import relative_frobenius_error
+from tensorpress.nn.ggml_peer import PEER_TYPES as GGML_K_I  # llama.cpp's own quantizers, no importance matrix
 
 try:
     from benchmarks.common import RESULTS, print_table, write_results
@@ -47,9 +48,6 @@ CACHE = Path(__file__).resolve().parent / "cache"
 TOKENS = 2048
 CONTEXT = 512
 PEERS = ("Q8_0", "Q5_0", "Q4_1", "Q4_0", "TQ2_0")
-#: llama.cpp's own quantizers (``peers-llama`` extra), no importance matrix; blocks of 256 run along the
-#: flattened tensor where a row holds no whole block (SmolLM2's 576), as in benchmarks/llm_family.py
-GGML_K_I = ("Q4_K", "IQ4_XS", "Q3_K", "Q2_K", "IQ2_S")
 #: ours may exceed a budget by this much: our blob headers (~0.006 bit/weight here) have no GGUF counterpart
 BUDGET_SLACK = 0.01
 #: (spec, whether it is given the calibration activations)

@@ -23,6 +23,8 @@ import numpy as np
 
 from ..core.errors import InputError, MissingDependencyError
 
+#: the K- and I-quants the benchmarks set beside ours (budgets 4.5, 4.25, 3.44, 2.63, 2.56 bits per weight)
+PEER_TYPES = ("Q4_K", "IQ4_XS", "Q3_K", "Q2_K", "IQ2_S")
 #: types whose quantizer needs an importance matrix (refused without one)
 NEEDS_IMATRIX = ("IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ1_M")
 
