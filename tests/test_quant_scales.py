@@ -122,15 +122,17 @@ def test_symmetric_keeps_signed_scales(weight: np.ndarray) -> None:
 
 
 # --- choosing the parameters on the stored grid ------------------------------------------------------
+def group_sse(weight: np.ndarray, spec: str) -> np.ndarray:
+    """Squared error of each group of 32 of the (512 × 512) weight after ``spec``: (512, 16)."""
+    y = tp.decode(tp.encode(weight, spec)).astype(np.float64)
+    return np.square(y - weight).reshape(512, 16, 32).sum(axis=2)
+
+
 def test_search_never_loses_to_min_max_on_the_stored_grid(weight: np.ndarray) -> None:
     """The search tries the min-max range too and measures the stored (quantized) grid's error, so no group
     ends worse than min-max with the same steps."""
-    def group_sse(spec: str) -> np.ndarray:
-        y = tp.decode(tp.encode(weight, spec)).astype(np.float64)
-        return np.square(y - weight).reshape(512, 16, 32).sum(axis=2)
-
-    minmax = group_sse("quant(bits=3, group=32, scale_bits=6)")
-    search = group_sse("quant(bits=3, group=32, scale_bits=6, scale=search)")
+    minmax = group_sse(weight, "quant(bits=3, group=32, scale_bits=6)")
+    search = group_sse(weight, "quant(bits=3, group=32, scale_bits=6, scale=search)")
     assert np.all(search <= minmax * (1 + 1e-6) + 1e-12)
     assert search.sum() < 0.8 * minmax.sum()
 
@@ -140,12 +142,8 @@ def test_refine_never_loses_to_search(weight: np.ndarray, coded: str) -> None:
     """The least-squares refits are kept only where they lower a group's error: no group ends worse than the
     search alone, the whole tensor ends better, and the bound of ``search`` still holds on every element;
     symmetric groups only search."""
-    def group_sse(spec: str) -> np.ndarray:
-        y = tp.decode(tp.encode(weight, spec)).astype(np.float64)
-        return np.square(y - weight).reshape(512, 16, 32).sum(axis=2)
-
-    search = group_sse(f"quant(bits=4, group=32{coded}, scale=search)")
-    refine = group_sse(f"quant(bits=4, group=32{coded}, scale=refine)")
+    search = group_sse(weight, f"quant(bits=4, group=32{coded}, scale=search)")
+    refine = group_sse(weight, f"quant(bits=4, group=32{coded}, scale=refine)")
     assert np.all(refine <= search * (1 + 1e-6) + 1e-12)
     assert refine.sum() < 0.995 * search.sum()
     codec = tp.spec(f"quant(bits=4, group=32{coded}, scale=refine)")
