@@ -133,8 +133,9 @@ def span_constants(shortest):  # for spans of >= ``shortest`` bytes: (third, x^(
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def span_fixed(data, start, stop, crc, third, join_b, join_a):  # numba infers the types
-    """:func:`_span` for many short spans (rows): the three streams cover ``third`` words each, joined with the
-    precomputed powers of :func:`span_constants` (no per-span exponentiation); the rest runs as one stream."""
+    """:func:`_span` for many spans of at least one length (a kernel's row blocks): the three streams cover
+    ``third`` words each, joined with the precomputed powers of :func:`span_constants` (no per-span
+    exponentiation); the rest runs as one stream."""
     words = data[start:start + 8 * ((stop - start) // 8)].view(np.uint64)
     a = np.uint64(crc)
     b = np.uint64(0)
