@@ -67,11 +67,6 @@ def interleaved_times(fns: dict[str, Callable[[], Any]], rounds: int = 25) -> di
     return times
 
 
-def interleaved_best(fns: dict[str, Callable[[], Any]], rounds: int = 25) -> dict[str, float]:
-    """Shortest wall time of each ``fn`` over the rounds of :func:`interleaved_times`."""
-    return {name: min(ts) for name, ts in interleaved_times(fns, rounds).items()}
-
-
 def paired_overhead(times: dict[str, list[float]], base: str) -> dict[str, float]:
     """Median over rounds of each path's time over ``base``'s time in the same round, minus one: the
     systematic cost of a path next to its base, robust to the drift between rounds that moves both."""
@@ -103,6 +98,13 @@ def real_stack(min_bytes: int, width: int = 4096) -> np.ndarray:
     flat = np.concatenate(reps)
     rows = -(-need // width)
     return np.ascontiguousarray(flat[: rows * width].reshape(rows, width))
+
+
+def copy_bandwidth(min_bytes: int = 256 << 20) -> float:
+    """This machine's ``np.copyto`` bandwidth in GB/s over a buffer of real data far bigger than the caches."""
+    src = real_stack(min_bytes)
+    dst = np.empty_like(src)
+    return src.nbytes / best_time(lambda: np.copyto(dst, src), repeat=5) / 1e9
 
 
 def write_results(name: str, rows: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> Path:

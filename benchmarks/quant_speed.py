@@ -39,9 +39,9 @@ import tensorpress as tp
 from tensorpress.kernels import get_kernel
 
 try:
-    from benchmarks.common import best_time, print_table, real_stack, write_results
+    from benchmarks.common import best_time, copy_bandwidth, print_table, real_stack, write_results
 except ImportError:  # run as a script from the benchmarks folder
-    from common import best_time, print_table, real_stack, write_results  # type: ignore[no-redef]
+    from common import best_time, copy_bandwidth, print_table, real_stack, write_results  # type: ignore[no-redef]
 
 GB = 1e9
 SIZE = 4096
@@ -85,12 +85,6 @@ def real_matrix() -> tuple[np.ndarray, str]:
         layer += 1
     flat = np.concatenate(pieces)[: SIZE * SIZE]
     return flat.reshape(SIZE, SIZE), f"SmolLM2-135M-Instruct weights (Q4_1 GGUF dequantized), layers 0-{layer - 1}"
-
-
-def bandwidth() -> float:
-    src = real_stack(256 << 20)
-    dst = np.empty_like(src)
-    return src.nbytes / best_time(lambda: np.copyto(dst, src), repeat=5) / GB
 
 
 class Case:
@@ -180,7 +174,7 @@ def main() -> None:
     w, source = real_matrix()
     w = np.ascontiguousarray(w, dtype=np.float32)
     x = np.ascontiguousarray(np.random.default_rng(0).permutation(w[:64].ravel())[:SIZE] * 10, dtype=np.float32)
-    copy_gbps = bandwidth()
+    copy_gbps = copy_bandwidth()
     print(f"copy bandwidth {copy_gbps:.1f} GB/s; weights: {source}")
     groups = [(batch, cases(w, x, batch)) for batch in ((1,) if args.quick else (1, 16))]
     model = np.ascontiguousarray(w[:1536, :576])  # SmolLM2's MLP shape (up_proj), real weights

@@ -37,9 +37,9 @@ from tensorpress.formats.topk import TopK
 from tensorpress.kernels import get_kernel
 
 try:
-    from benchmarks.common import best_time, print_table, real_stack, write_results
+    from benchmarks.common import best_time, copy_bandwidth, print_table, real_stack, write_results
 except ImportError:  # run as a script from the benchmarks folder
-    from common import best_time, print_table, real_stack, write_results  # type: ignore[no-redef]
+    from common import best_time, copy_bandwidth, print_table, real_stack, write_results  # type: ignore[no-redef]
 
 GB = 1e9
 SPECS = {
@@ -87,12 +87,6 @@ def llm_matrices() -> tuple[dict[str, list[np.ndarray]], str]:
         layer += 1
     mats["4096x4096"] = [np.concatenate(pieces)[: 4096 * 4096].reshape(4096, 4096)]
     return mats, f"SmolLM2-135M-Instruct weights (Q4_1 GGUF dequantized; 4096² = layers 0-{layer - 1} in order)"
-
-
-def bandwidth() -> float:
-    src = real_stack(256 << 20)
-    dst = np.empty_like(src)
-    return src.nbytes / best_time(lambda: np.copyto(dst, src), repeat=5) / GB
 
 
 class Case:
@@ -203,7 +197,7 @@ def main() -> None:
     except ImportError:
         threadpoolctl = None
     mats, source = llm_matrices()
-    copy_gbps = bandwidth()
+    copy_gbps = copy_bandwidth()
     print(f"copy bandwidth {copy_gbps:.1f} GB/s")
     rows_out: list[dict[str, Any]] = []
     shapes = ["4096x4096"] if args.quick else ["4096x4096", "576x576", "1536x576", "576x1536"]
