@@ -40,7 +40,9 @@ def test_parallel_crc_matches_google_crc32c(camera: np.ndarray, n: int) -> None:
 @pytest.mark.parametrize("rows, n", [(1, 7), (3, 100), (63, 131), (65, 512), (200, 37), (512, 96)])
 def test_checked_decode_kernel_matches_plain_decode_and_crc(camera: np.ndarray, bits: int, rows: int,
                                                              n: int) -> None:
-    """Row blocks of every length, rows that end mid-byte, shorter last blocks: the fused CRC is exact."""
+    """Row blocks of every length, rows that end mid-byte, shorter last blocks, the word-wise loop (2, 4 and 8
+    bits with n a multiple of the codes per word) and the byte-wise one: the fused CRC is exact, and both
+    kernels decode what the reference does, also from codes that start at an odd address."""
     from tensorpress.kernels import get_kernel
 
     codec = tp.spec(f"quant(bits={bits}, group=32)")
@@ -48,9 +50,15 @@ def test_checked_decode_kernel_matches_plain_decode_and_crc(camera: np.ndarray, 
     packed = enc.parts["codes"]
     scales = enc.parts["scales"].astype(np.float32)
     offsets = enc.parts["mins"].astype(np.float32)
-    out, crc = get_kernel("quant", "decode_crc", "numba")(packed, scales, offsets, bits, n, 32)
-    assert crc == google_crc32c.value(packed.tobytes())
-    np.testing.assert_array_equal(out, get_kernel("quant", "decode", "numba")(packed, scales, offsets, bits, n, 32))
+    expected = get_kernel("quant", "decode", "reference")(packed, scales, offsets, bits, n, 32)
+    shifted = np.zeros(packed.size + 3, np.uint8)[3:]
+    shifted[:] = packed
+    for codes in (packed, shifted):
+        out, crc = get_kernel("quant", "decode_crc", "numba")(codes, scales, offsets, bits, n, 32)
+        assert crc == google_crc32c.value(packed.tobytes())
+        np.testing.assert_array_equal(out, expected)
+        np.testing.assert_array_equal(get_kernel("quant", "decode", "numba")(codes, scales, offsets, bits, n, 32),
+                                      expected)
 
 
 def corrupt(blob: bytes, part: str, at: float = 0.5) -> bytes:

@@ -11,7 +11,7 @@ import numba
 import numpy as np
 
 from ..dispatch import kernel
-from .crc32c import _shift, _span, span_constants, span_fixed
+from .crc32c import _crc_u64, _shift, _span, span_constants, span_fixed
 from .crc32c import available as crc_available
 
 
@@ -77,6 +77,84 @@ def _dequant(packed, scales, offsets, bits, n, group, out):  # numba infers the 
             pos = _group_span(packed, lut, scales[r, g], offsets[r, g], bits, pos, out_row, j, min(j + group, n))
 
 
+if crc_available():
+    _word_crc = _crc_u64
+else:  # the ``crc32`` instruction does not exist here: the word-wise decode runs unchecked only
+
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def _word_crc(reg, word):  # numba infers the types
+        return reg
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _group_words(packed, words, lut, scale, offset, bits, w0, out_row, j, count, reg, check):  # numba infers
+    """Decode ``count`` codes of one row that fill whole 64-bit words, from word ``w0`` on; with ``check``,
+    feed each word to the CRC register ``reg`` (one ``crc32`` per word, hidden behind the loads and stores)."""
+    per = 64 // bits
+    if bits < 8:
+        for v in range(1 << bits):
+            lut[v] = np.float32(v) * scale + offset
+    for w in range(count // per):
+        if check:
+            reg = _word_crc(reg, words[w0 + w])
+        base = j + w * per
+        byte0 = 8 * (w0 + w)
+        # a fixed-length inner loop over the word's bytes, which LLVM unrolls
+        for t in range(8):
+            byte = packed[byte0 + t]
+            if bits == 8:
+                out_row[base + t] = np.float32(byte) * scale + offset
+            elif bits == 4:
+                out_row[base + 2 * t] = lut[byte & 15]
+                out_row[base + 2 * t + 1] = lut[byte >> 4]
+            else:
+                out_row[base + 4 * t] = lut[byte & 3]
+                out_row[base + 4 * t + 1] = lut[(byte >> 2) & 3]
+                out_row[base + 4 * t + 2] = lut[(byte >> 4) & 3]
+                out_row[base + 4 * t + 3] = lut[byte >> 6]
+    return reg
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _dequant_words(packed, scales, offsets, bits, n, group, out, n_blocks, check):  # numba infers the types
+    """Decode where every group's codes fill whole 64-bit words (see :func:`word_aligned`), parallel over
+    ``n_blocks`` row blocks; with ``check``, also the CRC-32C of ``packed``, one ``crc32`` chain per block
+    inside the decode loop, else 0."""
+    rows = out.shape[0]
+    per_block = (rows + n_blocks - 1) // n_blocks
+    row_words = n * bits // 64
+    words = packed[: 8 * (packed.size // 8)].view(np.uint64)
+    partial = np.zeros(n_blocks, np.uint32)
+    lengths = np.zeros(n_blocks, np.int64)
+    for b in numba.prange(n_blocks):
+        lut = np.empty(256, np.float32)
+        first, last = min(rows, b * per_block), min(rows, (b + 1) * per_block)
+        reg = np.uint64(0xFFFFFFFF) if b == 0 else np.uint64(0)
+        for r in range(first, last):
+            out_row = out[r]
+            for g in range(scales.shape[1]):
+                j = g * group
+                reg = _group_words(packed, words, lut, scales[r, g], offsets[r, g], bits,
+                                   r * row_words + j * bits // 64, out_row, j, min(group, n - j), reg, check)
+        partial[b] = np.uint32(reg)
+        lengths[b] = 8 * (last - first) * row_words
+    if not check:
+        return np.uint32(0)
+    crc = partial[0]
+    for b in range(1, n_blocks):
+        crc = _shift(crc, lengths[b]) ^ partial[b]
+    return crc ^ np.uint32(0xFFFFFFFF)
+
+
+def word_aligned(bits: int, n: int, group: int) -> bool:
+    """True where every group of every row is whole 64-bit words of codes: 2, 4 or 8 bits, and ``n`` and
+    ``group`` multiples of the codes per word (then the stream is exactly ``rows · n · bits / 8`` bytes)."""
+    return bits in (2, 4, 8) and n % (64 // bits) == 0 and group % (64 // bits) == 0
+
+
+_WORD_BLOCKS = 64  # row blocks of the word-wise decode (each block one CRC chain)
+
+
 @kernel("quant", "decode", "numba")
 def dequantize(
     packed: np.ndarray, scales: np.ndarray, offsets: np.ndarray, bits: int, n: int, group: int
@@ -85,8 +163,11 @@ def dequantize(
     rows = scales.shape[0]
     out = np.empty((rows, n), dtype=np.float32)
     if rows and n:
-        _dequant(packed, np.ascontiguousarray(scales, np.float32), np.ascontiguousarray(offsets, np.float32),
-                 bits, n, group, out)
+        scales, offsets = np.ascontiguousarray(scales, np.float32), np.ascontiguousarray(offsets, np.float32)
+        if word_aligned(bits, n, group):
+            _dequant_words(packed, scales, offsets, bits, n, group, out, min(_WORD_BLOCKS, rows), False)
+        else:
+            _dequant(packed, scales, offsets, bits, n, group, out)
     return out
 
 
@@ -139,7 +220,10 @@ if crc_available():
         cache (the blob's deferred check of its largest part, see :class:`tensorpress.core.blob.CheckedParts`)."""
         rows = scales.shape[0]
         out = np.empty((rows, n), dtype=np.float32)
-        crc = _dequant_crc(packed, np.ascontiguousarray(scales, np.float32),
-                           np.ascontiguousarray(offsets, np.float32), bits, n, group, out,
-                           max(1, min(_CRC_BLOCKS, rows)))
+        scales, offsets = np.ascontiguousarray(scales, np.float32), np.ascontiguousarray(offsets, np.float32)
+        if word_aligned(bits, n, group):  # the CRC inside the decode loop
+            crc = _dequant_words(packed, scales, offsets, bits, n, group, out, max(1, min(_WORD_BLOCKS, rows)),
+                                 True)
+        else:  # each block's span checksummed after decoding it
+            crc = _dequant_crc(packed, scales, offsets, bits, n, group, out, max(1, min(_CRC_BLOCKS, rows)))
         return out, int(crc)
