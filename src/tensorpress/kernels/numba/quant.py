@@ -115,14 +115,39 @@ def _group_words(packed, words, lut, scale, offset, bits, w0, out_row, j, count,
     return reg
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _rows_words(packed, words, lut, scales, offsets, bits, n, group, out, first, last, reg, check):  # inferred
+    """Rows ``first..last`` by :func:`_group_words`; ``check`` is a constant at each call site, so the plain
+    decode compiles with no CRC code in its loop."""
+    row_words = n * bits // 64
+    for r in range(first, last):
+        out_row = out[r]
+        for g in range(scales.shape[1]):
+            j = g * group
+            reg = _group_words(packed, words, lut, scales[r, g], offsets[r, g], bits, r * row_words + j * bits // 64,
+                               out_row, j, min(group, n - j), reg, check)
+    return reg
+
+
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _dequant_words(packed, scales, offsets, bits, n, group, out, n_blocks, check):  # numba infers the types
+def _dequant_words(packed, scales, offsets, bits, n, group, out, n_blocks):  # numba infers the types
     """Decode where every group's codes fill whole 64-bit words (see :func:`word_aligned`), parallel over
-    ``n_blocks`` row blocks; with ``check``, also the CRC-32C of ``packed``, one ``crc32`` chain per block
-    inside the decode loop, else 0."""
+    ``n_blocks`` row blocks."""
     rows = out.shape[0]
     per_block = (rows + n_blocks - 1) // n_blocks
-    row_words = n * bits // 64
+    words = packed[: 8 * (packed.size // 8)].view(np.uint64)
+    for b in numba.prange(n_blocks):
+        lut = np.empty(256, np.float32)
+        _rows_words(packed, words, lut, scales, offsets, bits, n, group, out, min(rows, b * per_block),
+                    min(rows, (b + 1) * per_block), np.uint64(0), False)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _dequant_words_crc(packed, scales, offsets, bits, n, group, out, n_blocks):  # numba infers the types
+    """:func:`_dequant_words`, and the CRC-32C of ``packed``: one ``crc32`` chain per row block, fed inside
+    the decode loop, the chains joined at the end."""
+    rows = out.shape[0]
+    per_block = (rows + n_blocks - 1) // n_blocks
     words = packed[: 8 * (packed.size // 8)].view(np.uint64)
     partial = np.zeros(n_blocks, np.uint32)
     lengths = np.zeros(n_blocks, np.int64)
@@ -130,16 +155,9 @@ def _dequant_words(packed, scales, offsets, bits, n, group, out, n_blocks, check
         lut = np.empty(256, np.float32)
         first, last = min(rows, b * per_block), min(rows, (b + 1) * per_block)
         reg = np.uint64(0xFFFFFFFF) if b == 0 else np.uint64(0)
-        for r in range(first, last):
-            out_row = out[r]
-            for g in range(scales.shape[1]):
-                j = g * group
-                reg = _group_words(packed, words, lut, scales[r, g], offsets[r, g], bits,
-                                   r * row_words + j * bits // 64, out_row, j, min(group, n - j), reg, check)
-        partial[b] = np.uint32(reg)
-        lengths[b] = 8 * (last - first) * row_words
-    if not check:
-        return np.uint32(0)
+        partial[b] = np.uint32(_rows_words(packed, words, lut, scales, offsets, bits, n, group, out, first, last,
+                                           reg, True))
+        lengths[b] = (last - first) * n * bits // 8
     crc = partial[0]
     for b in range(1, n_blocks):
         crc = _shift(crc, lengths[b]) ^ partial[b]
@@ -165,7 +183,7 @@ def dequantize(
     if rows and n:
         scales, offsets = np.ascontiguousarray(scales, np.float32), np.ascontiguousarray(offsets, np.float32)
         if word_aligned(bits, n, group):
-            _dequant_words(packed, scales, offsets, bits, n, group, out, min(_WORD_BLOCKS, rows), False)
+            _dequant_words(packed, scales, offsets, bits, n, group, out, min(_WORD_BLOCKS, rows))
         else:
             _dequant(packed, scales, offsets, bits, n, group, out)
     return out
@@ -221,9 +239,8 @@ if crc_available():
         rows = scales.shape[0]
         out = np.empty((rows, n), dtype=np.float32)
         scales, offsets = np.ascontiguousarray(scales, np.float32), np.ascontiguousarray(offsets, np.float32)
-        if word_aligned(bits, n, group):  # the CRC inside the decode loop
-            crc = _dequant_words(packed, scales, offsets, bits, n, group, out, max(1, min(_WORD_BLOCKS, rows)),
-                                 True)
+        if word_aligned(bits, n, group) and packed.size * 8 == rows * n * bits:  # the CRC inside the decode loop
+            crc = _dequant_words_crc(packed, scales, offsets, bits, n, group, out, max(1, min(_WORD_BLOCKS, rows)))
         else:  # each block's span checksummed after decoding it
             crc = _dequant_crc(packed, scales, offsets, bits, n, group, out, max(1, min(_CRC_BLOCKS, rows)))
         return out, int(crc)
