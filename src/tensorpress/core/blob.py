@@ -55,6 +55,8 @@ def _crc(data: Any, *, parallel: bool = False) -> int:
     # reading may use the parallel kernel, where Numba is loaded already (a decode kernel runs anyway). Writers
     # never do: loading Numba for a checksum costs ~125 MB, and even with Numba loaded its parallel runtime adds
     # ~50 MB to a converter's peak that only encodes.
+    if type(data) is bytes:  # the header text: no array view needed
+        return int(google_crc32c.value(data))
     view = np.frombuffer(data, dtype=np.uint8)
     if parallel and view.size >= _PARALLEL_CRC_BYTES and "numba" in sys.modules:
         kernel = _parallel_crc if _parallel_crc is not None else _find_parallel_crc()

@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +28,11 @@ def max_decode_bytes() -> int:
     env = os.environ.get("TENSORPRESS_MAX_DECODE_BYTES")
     if env:
         return int(env)
+    return _physical_memory()
+
+
+@cache
+def _physical_memory() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX

@@ -227,10 +227,10 @@ class GroupQuant(Codec):
         if grid is not None:
             return grid.stored(enc, rows, ngroups)
         sdt = _SCALE_DTYPES[self.scale_dtype]
-        scale32 = enc.part_array("scales", sdt, (rows, ngroups)).astype(np.float32)
-        if self.symmetric:
-            return scale32, np.float32(-(1 << (self.bits - 1))) * scale32
-        return scale32, enc.part_array("mins", sdt, (rows, ngroups)).astype(np.float32)
+        scales = enc.part_array("scales", sdt, (rows, ngroups))
+        mins = None if self.symmetric else enc.part_array("mins", sdt, (rows, ngroups))
+        scale32, offsets = get_kernel("quant", "parameters")(scales, mins, 1 << (self.bits - 1))
+        return scale32, offsets
 
     def _fit(self, rows: np.ndarray, weights: np.ndarray | None,
              bounds: tuple[np.ndarray, np.ndarray] | None = None,

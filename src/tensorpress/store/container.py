@@ -33,7 +33,7 @@ import sys
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import zarr
@@ -341,6 +341,7 @@ class Container(Mapping[str, Any]):
                                  f"tensorpress reads up to {VERSION}: upgrade tensorpress")
         self._names = self._list_names()
         self._arrays: dict[str, zarr.Array] = {}
+        self._tensors: dict[str, _Tensor] = {}
 
     def _list_names(self) -> list[str]:
         meta = self._group.attrs.get(ATTR)
@@ -351,8 +352,7 @@ class Container(Mapping[str, Any]):
 
     # --- Mapping ----------------------------------------------------------------------------------------
     def __getitem__(self, name: str) -> Any:
-        arr = self._array(name)
-        dtype = _logical_dtype(arr)
+        arr, dtype = self._array(name), self._tensor(name).dtype
         return BitPatternArray(arr, dtype) if dtype != arr.dtype else arr
 
     def __iter__(self) -> Iterator[str]:
@@ -374,6 +374,17 @@ class Container(Mapping[str, Any]):
             self._arrays[name] = node
         return self._arrays[name]
 
+    def _tensor(self, name: str) -> _Tensor:
+        """What reading tensor ``name`` needs from its metadata, worked out once: the container is never
+        rewritten in place, and zarr's metadata properties cost tens of microseconds each on a cold cache."""
+        if name not in self._tensors:
+            arr = self._array(name)
+            codec = _tensorpress_codec(arr)
+            self._tensors[name] = _Tensor(_logical_dtype(arr), codec,
+                                          codec is not None and tuple(arr.chunks) == _whole(arr.shape),
+                                          arr.metadata.encode_chunk_key((0,) * arr.ndim))
+        return self._tensors[name]
+
     # --- tensorpress views --------------------------------------------------------------------------------
     @property
     def attrs(self) -> dict[str, Any]:
@@ -385,20 +396,19 @@ class Container(Mapping[str, Any]):
         return self._encoded(name, mapped=False)
 
     def _encoded(self, name: str, *, mapped: bool) -> Encoded:
-        arr = self._array(name)
-        codec = _tensorpress_codec(arr)
+        arr, tensor = self._array(name), self._tensor(name)
+        codec = tensor.codec
         if codec is None:
             raise ContainerError(f"{self.path}: {name!r} is not stored with the tensorpress codec alone")
-        if tuple(arr.chunks) != _whole(arr.shape):
+        if not tensor.single_chunk:
             raise ContainerError(
                 f"{self.path}: {name!r} of shape {arr.shape} is stored in chunks of {arr.chunks}; encoded() "
                 f"needs a single-chunk tensor: read it with c[{name!r}][...] or save it with chunks=None"
             )
-        dtype = _logical_dtype(arr)
+        dtype = tensor.dtype
         if math.prod(arr.shape) == 0:  # no chunk exists for an empty array: encode the empty tensor afresh
             return codec.spec.encode(np.zeros(arr.shape, dtype))
-        key = arr.metadata.encode_chunk_key((0,) * arr.ndim)
-        data = self._chunk_bytes(arr, key, mapped=mapped)
+        data = self._chunk_bytes(arr, tensor.chunk_key, mapped=mapped)
         if data is None:  # a chunk never written holds the fill value
             return codec.spec.encode(np.full(arr.shape, arr.fill_value).astype(arr.dtype).view(dtype))
         return Encoded.from_bytes(data)
@@ -409,25 +419,34 @@ class Container(Mapping[str, Any]):
         short-lived use only (each mapping holds a file descriptor). Containers are written by renaming a
         finished directory, never rewritten in place, so a mapping stays valid."""
         if isinstance(self._store, LocalStore):
-            file = Path(self._store.root, arr.path, *key.split("/"))
+            file = os.path.join(self._store.root, arr.path, *key.split("/"))
+            if not mapped:
+                try:
+                    return Path(file).read_bytes()
+                except FileNotFoundError:
+                    return None
+            # a bare descriptor: a Python file object costs more than mapping the pages of a large chunk
             try:
-                with open(file, "rb") as fh:
-                    if not mapped or os.fstat(fh.fileno()).st_size == 0:
-                        return fh.read()
-                    if os.name != "posix":
-                        return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-                    # populated up front: one call maps every page, where touching them faults in 64 KiB steps
-                    return mmap.mmap(fh.fileno(), 0, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ)
+                fd = os.open(file, os.O_RDONLY | getattr(os, "O_BINARY", 0))
             except FileNotFoundError:
                 return None
+            try:
+                if os.name != "posix":
+                    return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+                # populated up front: one call maps every page, where touching them faults in 64 KiB steps
+                return mmap.mmap(fd, 0, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ)
+            except ValueError:  # an empty file cannot be mapped
+                return b""
+            finally:
+                os.close(fd)
         buf = sync((arr.store_path / key).get(default_buffer_prototype()))
         return None if buf is None else buf.to_bytes()
 
     def read(self, name: str) -> np.ndarray:
         """The whole tensor, decoded. A single-chunk tensor is decoded straight from its blob, which saves the
         copy zarr makes from the decoded chunk into its output array; several chunks go through zarr."""
-        arr = self._array(name)
-        if _tensorpress_codec(arr) is not None and tuple(arr.chunks) == _whole(arr.shape):
+        tensor = self._tensor(name)
+        if tensor.codec is not None and tensor.single_chunk:
             out = self._encoded(name, mapped=True).decode()
             # a codec may hand back a view of the stored parts: give the caller memory of its own
             return out if out.flags.writeable else out.copy()
@@ -438,8 +457,7 @@ class Container(Mapping[str, Any]):
         ratio and bits_per_element."""
         rows = []
         for name in self._names:
-            arr = self._array(name)
-            dtype = _logical_dtype(arr)
+            arr, dtype = self._array(name), self._tensor(name).dtype
             stored = sync(_chunk_bytes(self._store, arr.path))
             size = math.prod(arr.shape)
             original = size * dtype.itemsize
@@ -513,6 +531,13 @@ class BitPatternArray:
 
     def __repr__(self) -> str:
         return f"<BitPatternArray {self.zarr_array.path} shape={self.shape} dtype={self.dtype.name}>"
+
+
+class _Tensor(NamedTuple):
+    dtype: np.dtype[Any]  # the tensor's dtype (bfloat16 and float8 are stored as their bit patterns)
+    codec: TensorpressCodec | None  # the array's codec when it is tensorpress alone
+    single_chunk: bool  # stored with tensorpress alone, as one chunk
+    chunk_key: str  # the key of its first chunk
 
 
 def _logical_dtype(arr: zarr.Array) -> np.dtype[Any]:

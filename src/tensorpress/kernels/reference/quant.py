@@ -49,3 +49,13 @@ def dequantize(
     codes = unpack_bits(packed, bits, rows * n).reshape(rows, n).astype(np.float32)
     col_group = np.arange(n) // group
     return codes * scales[:, col_group] + offsets[:, col_group]
+
+
+@kernel("quant", "parameters", "reference")
+def parameters(scales: np.ndarray, mins: np.ndarray | None, zero: int) -> tuple[np.ndarray, np.ndarray]:
+    """The stored per-group parameters (float16 or float32, rows × groups) as the decode kernels take them:
+    float32 scales, and float32 offsets — the stored minimums, or ``-zero · scale`` for symmetric groups
+    (``mins`` None)."""
+    scale32 = scales.astype(np.float32)
+    offsets = mins.astype(np.float32) if mins is not None else np.float32(-zero) * scale32
+    return scale32, offsets
