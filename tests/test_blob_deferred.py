@@ -5,6 +5,7 @@ kernel agrees with google_crc32c."""
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import google_crc32c
 import numpy as np
@@ -30,9 +31,12 @@ def big(camera: np.ndarray, disparity: np.ndarray) -> np.ndarray:
 
 @pytest.mark.skipif(not crc_kernel.available(), reason="no crc32 instruction on this CPU")
 @pytest.mark.parametrize("n", [0, 1, 7, 8, 23, 24, 25, 1000, (1 << 18) - 3, (1 << 18) + 5, 3 * (1 << 18) + 17])
-def test_parallel_crc_matches_google_crc32c(camera: np.ndarray, n: int) -> None:
+def test_sliced_crc_matches_google_crc32c(camera: np.ndarray, n: int) -> None:
     data = np.resize(camera.ravel(), n + 3)
-    assert crc_kernel.crc32c(data[3:]) == google_crc32c.value(data[3:].tobytes())  # unaligned start too
+    expected = google_crc32c.value(data[3:].tobytes())
+    with ThreadPoolExecutor(3) as pool:
+        for pieces in (1, 2, 3, 4):  # unaligned start too; slices of a few bytes, or none, included
+            assert crc_kernel.crc32c(data[3:], pool, pieces) == expected
 
 
 @pytest.mark.skipif(not crc_kernel.available(), reason="no crc32 instruction on this CPU")

@@ -1,11 +1,22 @@
-"""``blosc(cname=…, clevel=…, shuffle=…)``: Blosc2 with byte/bit shuffling, lossless."""
+"""``blosc(cname=…, clevel=…, shuffle=…)``: Blosc2 with byte/bit shuffling, lossless.
+
+Compression goes through the C library that python-blosc2's wheel ships beside its extension, where it is
+there: ``blosc2_compress`` writes straight into a NumPy buffer. ``blosc2.compress2`` returns a fresh
+``bytes`` object, whose memory the kernel hands out 4 KiB page by page: at 64 MB that is half the call's
+time. Both make the same Blosc2 chunk format, and ``compress2`` is the fallback.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import glob
+import os
+import threading
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import blosc2
+import numpy as np
 
 from ..core.codec import Codec, register
 from ..core.errors import BlobError, ConfigError
@@ -13,6 +24,37 @@ from ..core.errors import BlobError, ConfigError
 _CODECS = {"zstd": blosc2.Codec.ZSTD, "lz4": blosc2.Codec.LZ4, "lz4hc": blosc2.Codec.LZ4HC,
            "blosclz": blosc2.Codec.BLOSCLZ, "zlib": blosc2.Codec.ZLIB}
 _SHUFFLES = {"none": blosc2.Filter.NOFILTER, "byte": blosc2.Filter.SHUFFLE, "bit": blosc2.Filter.BITSHUFFLE}
+
+
+_C_SHUFFLES = {"none": 0, "byte": 1, "bit": 2}  # the C API's doshuffle
+_MAX_OVERHEAD = 32  # BLOSC2_MAX_OVERHEAD: a chunk never exceeds its input by more
+_MAX_C_BYTES = (1 << 31) - 1 - _MAX_OVERHEAD  # sizes are int32 in the C API
+_c_lib: Any = None  # the C library once loaded; False where it is not there
+_C_LOCK = threading.Lock()  # the C API's compressor and thread count are global settings
+
+
+def _c_library() -> Any:
+    global _c_lib
+    if _c_lib is None:
+        _c_lib = False
+        # settings in BLOSC_* variables override the C API's arguments: then only compress2 does as asked
+        if not any(key.startswith("BLOSC_") for key in os.environ):
+            here = os.path.join(os.path.dirname(blosc2.__file__), "lib")
+            found = [path for pattern in ("libblosc2.so*", "libblosc2*.dylib")
+                     for path in sorted(glob.glob(os.path.join(here, pattern)))]
+            for path in found:
+                try:
+                    lib = ctypes.CDLL(path)
+                    lib.blosc1_set_compressor.argtypes = [ctypes.c_char_p]
+                    lib.blosc2_set_nthreads.argtypes = [ctypes.c_int16]
+                    lib.blosc2_compress.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int32, ctypes.c_void_p,
+                                                    ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32]
+                    lib.blosc2_init()
+                except (OSError, AttributeError):
+                    continue
+                _c_lib = lib
+                break
+    return _c_lib
 
 
 @register
@@ -39,16 +81,31 @@ class Blosc(Codec):
         if not 0 <= self.typesize <= 255:
             raise ConfigError(f"blosc: typesize must be in 0..255 (0 = the element size), got {self.typesize}")
 
-    def compress(self, data: memoryview, typesize: int = 1) -> bytes:
+    def compress(self, data: memoryview, typesize: int = 1) -> bytes | memoryview:
         if data.nbytes == 0:
             return b""
-        out: bytes = blosc2.compress2(
+        typesize = min(self.typesize or typesize, 255)
+        lib: Any = _c_library() if data.nbytes <= _MAX_C_BYTES else None
+        if lib:
+            src = np.frombuffer(data, np.uint8)
+            out = np.empty(src.size + _MAX_OVERHEAD, np.uint8)
+            with _C_LOCK:
+                known = lib.blosc1_set_compressor(self.cname.encode()) >= 0
+                lib.blosc2_set_nthreads(max(1, min(blosc2.nthreads, 1 << 15)))
+                n = (lib.blosc2_compress(self.clevel, _C_SHUFFLES[self.shuffle], typesize, src.ctypes.data, src.size,
+                                         out.ctypes.data, out.size) if known else -1)
+            if n > 0:
+                out.resize(n, refcheck=False)  # gives the unused tail back without copying
+                return out.data
+        out_bytes: bytes = blosc2.compress2(
             data, codec=_CODECS[self.cname], clevel=self.clevel, filters=[_SHUFFLES[self.shuffle]],
-            typesize=min(self.typesize or typesize, 255),
+            typesize=typesize,
         )
-        return out
+        return out_bytes
 
-    def decompress(self, data: memoryview | bytes, size: int) -> bytes:
+    def decompress(self, data: memoryview | bytes, size: int) -> bytes | np.ndarray:
+        """Into a NumPy buffer: fresh memory that the kernel hands out in huge pages, where a ``bytes`` result
+        is touched 4 KiB page by page (about twice the time at 64 MB); the decoded array is writable too."""
         if size == 0:
             if len(data):
                 raise BlobError("blosc data present for an empty array")
@@ -59,10 +116,11 @@ class Blosc(Codec):
             raise BlobError(f"blosc data is corrupt: {exc}") from None
         if nbytes != size:
             raise BlobError(f"blosc data declares {nbytes} bytes, the header {size}")
+        out = np.empty(size, np.uint8)
         try:
-            out: bytes = blosc2.decompress2(data)
+            written = blosc2.decompress2(data, dst=out)
         except (RuntimeError, ValueError) as exc:
             raise BlobError(f"blosc data is corrupt: {exc}") from None
-        if len(out) != size:
-            raise BlobError(f"blosc data decompressed to {len(out)} bytes, expected {size}")
+        if written is not None and written != size:  # python-blosc2 returns None when filling ``dst``
+            raise BlobError(f"blosc data decompressed to {written} bytes, expected {size}")
         return out

@@ -23,10 +23,12 @@ import copy
 import itertools
 import json
 import math
+import os
 import struct
 import sys
 import threading
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,35 +48,62 @@ MAX_DEPTH = 16
 
 
 DEFERRED_CRC_BYTES = 1 << 20  # array parts from this size are checked when first read (see CheckedParts)
-_PARALLEL_CRC_BYTES = 1 << 20  # from here on the parallel CRC kernel pays for its start
-_parallel_crc: Any = None  # the kernel once looked up; False where it cannot run
+_THREADED_BYTES = 1 << 20  # parts from this size are checksummed when read, and copied when written, by threads
+_THREADS = min(4, os.cpu_count() or 1)  # memory bandwidth is shared: a few threads reach it
+_crc_kernel: Any = None  # the Numba CRC module once looked up; False where it cannot run
+_pool: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
 
 
-def _crc(data: Any, *, parallel: bool = False) -> int:
-    # google_crc32c takes bytes or ndarrays, not memoryviews; a uint8 view costs no copy. ``parallel``: checks on
-    # reading may use the parallel kernel, where Numba is loaded already (a decode kernel runs anyway). Writers
-    # never do: loading Numba for a checksum costs ~125 MB, and even with Numba loaded its parallel runtime adds
-    # ~50 MB to a converter's peak that only encodes.
+def _crc(data: Any, *, reading: bool = False) -> int:
+    """CRC-32C of a part or header. google_crc32c takes bytes or ndarrays, not memoryviews; a uint8 view costs no
+    copy. ``reading``: a large part is checksummed in slices on the blob threads where Numba is loaded already
+    (a decode kernel loads it anyway). The slices run Numba's single-threaded kernel, which releases the GIL; a
+    parallel region would leave its OpenMP workers spinning after it, taking the cores from what runs next
+    (Blosc's threads lost a third of their speed to them). Writers never use it: loading Numba for a checksum
+    costs ~125 MB, and even with Numba loaded, taking the kernel in raised a checkpoint conversion's peak by
+    ~60 MB."""
     if type(data) is bytes:  # the header text: no array view needed
         return int(google_crc32c.value(data))
     view = np.frombuffer(data, dtype=np.uint8)
-    if parallel and view.size >= _PARALLEL_CRC_BYTES and "numba" in sys.modules:
-        kernel = _parallel_crc if _parallel_crc is not None else _find_parallel_crc()
+    if reading and view.size >= _THREADED_BYTES and _THREADS > 1 and "numba" in sys.modules:
+        kernel = _crc_kernel if _crc_kernel is not None else _find_crc_kernel()
         if kernel:
-            return int(kernel(view))
+            return int(kernel.crc32c(view, _blob_pool(), _THREADS))
     return int(google_crc32c.value(view))
 
 
-def _find_parallel_crc() -> Any:
-    """The Numba CRC-32C kernel (several cores, the ``crc32`` instruction), or False without Numba / SSE 4.2."""
-    global _parallel_crc
+def _blob_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _POOL_LOCK:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(_THREADS, thread_name_prefix="tensorpress-blob")
+        return _pool
+
+
+def _copy_into(out: np.ndarray, src: np.ndarray) -> None:
+    """``out[:] = src``; a large copy split over the blob threads (NumPy releases the GIL while copying)."""
+    if src.size < _THREADED_BYTES or _THREADS == 1:
+        out[:] = src
+        return
+    bounds = [src.size * i // _THREADS for i in range(_THREADS + 1)]
+
+    def copy(i: int) -> None:
+        out[bounds[i] : bounds[i + 1]] = src[bounds[i] : bounds[i + 1]]
+
+    list(_blob_pool().map(copy, range(_THREADS)))
+
+
+def _find_crc_kernel() -> Any:
+    """The Numba CRC-32C module (the ``crc32`` instruction), or False without Numba / SSE 4.2."""
+    global _crc_kernel
     try:
         from ..kernels.numba import crc32c as module
     except ImportError:
-        _parallel_crc = False
+        _crc_kernel = False
     else:
-        _parallel_crc = module.crc32c if module.available() else False
-    return _parallel_crc
+        _crc_kernel = module if module.available() else False
+    return _crc_kernel
 
 
 def _align(n: int) -> int:
@@ -167,7 +196,7 @@ def dumps_array(enc: Encoded) -> np.ndarray:
     pos = 0
     for off, mv in pieces:
         out[pos:off] = 0
-        out[off : off + mv.nbytes] = np.frombuffer(mv, np.uint8)
+        _copy_into(out[off : off + mv.nbytes], np.frombuffer(mv, np.uint8))
         pos = off + mv.nbytes
     return out
 
@@ -218,7 +247,7 @@ def loads(data: bytes | bytearray | memoryview, *, verify: bool = True, _depth: 
         buf = view[off : off + n]
         if verify and kind == "array" and n >= DEFERRED_CRC_BYTES:
             pending[name] = crc  # checked on first access, or by a decode kernel that reads it anyway
-        elif verify and _crc(buf, parallel=True) != crc:
+        elif verify and _crc(buf, reading=True) != crc:
             raise BlobError(f"blob part {name!r} is corrupt: checksum mismatch")
         if kind == "array":
             arr = np.frombuffer(buf, dtype=pdtype) if n else np.empty(0, pdtype)
@@ -325,7 +354,7 @@ class CheckedParts(Mapping[str, Any]):
         part = self._parts[name]
         expected = self._pending.get(name)
         if expected is not None:
-            self.confirm(name, _crc(part, parallel=True))
+            self.confirm(name, _crc(part, reading=True))
         return part
 
     def __iter__(self) -> Iterator[str]:

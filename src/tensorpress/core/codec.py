@@ -110,11 +110,13 @@ class Codec:
     def backward(self, y: np.ndarray, meta: Mapping[str, Any], dtype: np.dtype[Any]) -> np.ndarray:
         return y
 
-    def compress(self, data: memoryview, typesize: int = 1) -> bytes:
+    def compress(self, data: memoryview, typesize: int = 1) -> bytes | memoryview:
         """Bytes codecs: compress ``data`` whose elements are ``typesize`` bytes wide."""
         raise NotImplementedError
 
-    def decompress(self, data: memoryview | bytes, size: int) -> bytes:
+    def decompress(self, data: memoryview | bytes, size: int) -> bytes | np.ndarray:
+        """Bytes codecs: the ``size`` bytes ``data`` holds (``bytes`` or a uint8 array); BlobError when it
+        does not hold them."""
         raise NotImplementedError
 
     def tolerance(self, x: np.ndarray) -> np.ndarray | float:
@@ -210,7 +212,7 @@ class Chain(Codec):
         meta_out: dict[str, Any] = {"stages": metas}
         if not compressors:
             return Encoded(self, tuple(arr.shape), arr.dtype, {"body": inner}, meta_out)
-        data = inner.to_bytes()
+        data: bytes | memoryview = inner.to_buffer().data
         meta_out["sizes"] = [len(data)]
         for c in compressors:
             data = c.compress(memoryview(data))
@@ -231,7 +233,8 @@ class Chain(Codec):
                 raise BlobError("chain header: 'sizes' does not match the chain's compressors")
             data: bytes | memoryview = enc.part_bytes("body")
             for c, size in zip(reversed(compressors), reversed(sizes[:-1]), strict=True):
-                data = c.decompress(data, _checked_size(size))
+                raw = c.decompress(data, _checked_size(size))
+                data = raw.data if isinstance(raw, np.ndarray) else raw
             body = Encoded.from_bytes(data)
         else:
             body = enc.part_encoded("body")

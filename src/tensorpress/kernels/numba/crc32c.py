@@ -1,13 +1,14 @@
-"""CRC-32C (Castagnoli) with the CPU's ``crc32`` instruction, parallel over blocks.
+"""CRC-32C (Castagnoli) with the CPU's ``crc32`` instruction, over slices checksummed at once.
 
 The blob format checks every part with CRC-32C. ``google_crc32c`` computes it at about 8 GB/s on one core and
 holds the GIL; next to a decode kernel that produces 3 GB/s of output from a quarter of the bytes, that is
-5-8 % of the read. Here the buffer is split into blocks checked in parallel, each block as three interleaved
-streams (the instruction's latency is three times its issue rate), and the partial CRCs are joined with
-carry-less arithmetic modulo the polynomial:
+5-8 % of the read. Here a buffer is split into slices checked on several threads (the kernel releases the
+GIL), each slice as three interleaved streams (the instruction's latency is three times its issue rate), and
+the partial CRCs are joined with carry-less arithmetic modulo the polynomial:
 
     crc(A ‖ B) = crc(A) · x^(8·|B|)  ⊕  crc₀(B)          (mod P, registers without the final xor)
 
+Decode kernels call :func:`span_fixed` on the bytes they have just read.
 Values are in the reflected convention of the instruction: bit 31 holds the coefficient of x^0. The joins
 inside a span multiply with ``pclmulqdq`` and reduce with ``crc32`` itself: for 32-bit reflected ``a`` and
 ``k``, the 64-bit carry-less product read as a reflected polynomial is x·A·K, and ``crc32`` of it from a zero
@@ -30,7 +31,6 @@ from numba.extending import intrinsic
 
 _POLY = np.uint32(0x82F63B78)  # CRC-32C polynomial, reflected
 _ONE = np.uint32(0x80000000)  # the polynomial 1 in reflected form
-_BLOCK = 1 << 18  # bytes per parallel block
 
 
 def available() -> bool:
@@ -155,21 +155,19 @@ def span_fixed(data, start, stop, crc, third, join_b, join_a):  # numba infers t
     return reg
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _crc32c(data, block):
-    n = data.size
-    n_blocks = max(1, (n + block - 1) // block)
-    partial = np.zeros(n_blocks, dtype=np.uint32)
-    for k in numba.prange(n_blocks):
-        start = k * block
-        partial[k] = _span(data, start, min(n, start + block), np.uint32(0xFFFFFFFF) if k == 0 else np.uint32(0))
-    reg = partial[0]
-    for k in range(1, n_blocks):
-        reg = _shift(reg, min(block, n - k * block)) ^ partial[k]
-    return reg ^ np.uint32(0xFFFFFFFF)
-
-
-def crc32c(data: Any) -> int:
-    """CRC-32C of a contiguous buffer (bytes, memoryview, ndarray), as ``google_crc32c.value`` gives it."""
+def crc32c(data: Any, pool: Any = None, pieces: int = 1) -> int:
+    """CRC-32C of a contiguous buffer (bytes, memoryview, ndarray), as ``google_crc32c.value`` gives it:
+    ``pieces`` slices checksummed at once on ``pool``'s threads (the kernel releases the GIL), joined here.
+    No parallel region: its OpenMP workers would spin on after it, taking the cores from what runs next."""
     view = np.frombuffer(data, dtype=np.uint8)
-    return int(_crc32c(view, _BLOCK))
+    pieces = max(1, pieces if pool is not None else 1)
+    bounds = [view.size * i // pieces for i in range(pieces + 1)]
+
+    def piece(i: int) -> Any:
+        return _span(view, bounds[i], bounds[i + 1], 0xFFFFFFFF if i == 0 else 0)
+
+    regs = list(pool.map(piece, range(pieces))) if pieces > 1 else [piece(0)]
+    reg = regs[0]
+    for i in range(1, pieces):
+        reg = _shift(reg, bounds[i + 1] - bounds[i]) ^ regs[i]
+    return int(reg) ^ 0xFFFFFFFF
