@@ -87,39 +87,53 @@ def quant_case(spec: str, x: np.ndarray, copy_gbps: float, workdir: Path) -> lis
 
 def lossless_rows(x: np.ndarray) -> list[dict[str, Any]]:
     raw = x.tobytes()
+    # each case: spec, the library's compress, its decompress as usually called (a new bytes object), and its
+    # decompress into a NumPy buffer where the library has that (None: it has not)
     cases = [
         ("zstd(level=3)",
          lambda: zstandard.ZstdCompressor(level=3).compress(raw),
-         lambda c: np.frombuffer(zstandard.ZstdDecompressor().decompress(c), np.float32)),
+         lambda c: np.frombuffer(zstandard.ZstdDecompressor().decompress(c), np.float32),
+         None),
         ("blosc(cname=zstd, clevel=5, shuffle=byte)",
          lambda: blosc2.compress2(raw, codec=blosc2.Codec.ZSTD, clevel=5, filters=[blosc2.Filter.SHUFFLE],
                                   typesize=4),
-         lambda c: np.frombuffer(blosc2.decompress2(c), np.float32)),
+         lambda c: np.frombuffer(blosc2.decompress2(c), np.float32),
+         lambda c: blosc2.decompress2(c, dst=np.empty(x.shape, np.float32))),
         ("blosc(cname=lz4, clevel=5, shuffle=byte)",
          lambda: blosc2.compress2(raw, codec=blosc2.Codec.LZ4, clevel=5, filters=[blosc2.Filter.SHUFFLE],
                                   typesize=4),
-         lambda c: np.frombuffer(blosc2.decompress2(c), np.float32)),
+         lambda c: np.frombuffer(blosc2.decompress2(c), np.float32),
+         lambda c: blosc2.decompress2(c, dst=np.empty(x.shape, np.float32))),
     ]
     return [row for case in cases for row in lossless_case(x, *case)]
 
 
-def lossless_case(x: np.ndarray, spec: str, lib_encode: Any, lib_decode: Any) -> list[dict[str, Any]]:
+def lossless_case(x: np.ndarray, spec: str, lib_encode: Any, lib_decode: Any, lib_decode_into: Any) -> list[
+        dict[str, Any]]:
     codec = tp.spec(spec)
     lib_blob = lib_encode()
     ours_blob = codec.encode(x).to_bytes()
     assert np.array_equal(tp.decode(ours_blob), x) and np.array_equal(lib_decode(lib_blob), x.ravel())
     assert np.array_equal(tp.decode(codec.encode(x).to_buffer()), x)  # blosc2 output varies run to run
+    view = memoryview(x.reshape(-1).view(np.uint8))
     # ``to_buffer`` is the blob containers and the zarr codec write; ``to_bytes`` makes a Python bytes object,
-    # whose fresh memory the kernel hands out 4 KiB page by page (NumPy's buffer gets huge pages)
-    times = interleaved_times({
+    # whose fresh memory the kernel hands out 4 KiB page by page (NumPy's buffer gets huge pages).
+    # ``compress call`` is our codec's compressor alone, no blob: what the blob itself costs on top of it.
+    fns = {
         "encode library": lib_encode,
         "encode ours to_buffer": lambda: codec.encode(x).to_buffer(),
         "encode ours to_bytes": lambda: codec.encode(x).to_bytes(),
+        "compress call": lambda: codec.compress(view, 4),
         "decode library": lambda: lib_decode(lib_blob),
         "decode ours": lambda: tp.decode(ours_blob),
-    }, rounds=9)
+    }
+    if lib_decode_into is not None:
+        fns["decode library into buffer"] = lambda: lib_decode_into(lib_blob)
+    times = interleaved_times(fns, rounds=9)
     paired_enc = paired_overhead(times, "encode library")
     paired_dec = paired_overhead(times, "decode library")
+    paired_call = paired_overhead(times, "compress call")
+    paired_into = paired_overhead(times, "decode library into buffer") if lib_decode_into is not None else None
     rows = []
     for side, blob_len, enc_key, dec_key in (
         ("library", len(lib_blob), "encode library", "decode library"),
@@ -127,11 +141,16 @@ def lossless_case(x: np.ndarray, spec: str, lib_encode: Any, lib_decode: Any) ->
         ("ours (to_bytes)", len(ours_blob), "encode ours to_bytes", "decode ours"),
     ):
         te, td = min(times[enc_key]), min(times[dec_key])
-        rows.append({"method": spec, "side": side, "ratio": x.nbytes / blob_len,
-                     "bits_per_element": 8 * blob_len / x.size,
-                     "encode_gb_per_s": x.nbytes / te / GB, "decode_gb_per_s": x.nbytes / td / GB,
-                     "encode_time_vs_library": 1 + paired_enc[enc_key],
-                     "decode_time_vs_library": 1 + paired_dec[dec_key]})
+        row = {"method": spec, "side": side, "ratio": x.nbytes / blob_len,
+               "bits_per_element": 8 * blob_len / x.size,
+               "encode_gb_per_s": x.nbytes / te / GB, "decode_gb_per_s": x.nbytes / td / GB,
+               "encode_time_vs_library": 1 + paired_enc[enc_key],
+               "decode_time_vs_library": 1 + paired_dec[dec_key]}
+        if side != "library":
+            row["encode_time_vs_own_compress_call"] = 1 + paired_call[enc_key]
+        if paired_into is not None:
+            row["decode_time_vs_library_into_buffer"] = 1 + paired_into[dec_key]
+        rows.append(row)
     return rows
 
 
@@ -149,7 +168,8 @@ def main() -> None:
                         "bits_per_element", "max_abs_error"])
     lrows = lossless_rows(x)
     print_table(lrows, ["method", "side", "ratio", "encode_gb_per_s", "decode_gb_per_s", "encode_time_vs_library",
-                        "decode_time_vs_library"])
+                        "decode_time_vs_library", "decode_time_vs_library_into_buffer",
+                        "encode_time_vs_own_compress_call"])
     kernel_vs_copy = [r["vs_copyto"] for r in qrows if r["method"].endswith("numba kernel")]
     container_overhead = [r["overhead_vs_codec"] for r in qrows if r["method"].endswith("container read")]
     ours = [r for r in lrows if r["side"] == "ours"]
@@ -160,6 +180,9 @@ def main() -> None:
         "lossless_encode_time_vs_library_max": max(r["encode_time_vs_library"] for r in ours),
         "lossless_decode_time_vs_library_max": max(r["decode_time_vs_library"] for r in ours),
         "lossless_encode_to_bytes_time_vs_library_max": max(r["encode_time_vs_library"] for r in as_bytes),
+        "lossless_decode_time_vs_library_into_buffer_max": max(r.get("decode_time_vs_library_into_buffer", 0.0)
+                                                                 for r in ours),
+        "lossless_encode_time_vs_own_compress_call_max": max(r["encode_time_vs_own_compress_call"] for r in ours),
         "buffer_mib": x.nbytes / 2**20,
     }
     print({k: round(v, 4) if isinstance(v, float) and math.isfinite(v) else v for k, v in summary.items()})

@@ -113,3 +113,42 @@ def test_container_read_refuses_a_corrupt_chunk(big: np.ndarray, tmp_path: os.Pa
         fh.write(corrupt(blob, "codes"))
     with pytest.raises(BlobError, match="checksum"):
         tp.open(path).read("w")
+
+
+@pytest.mark.parametrize("backend", ["numba", "reference"])
+@pytest.mark.parametrize("spec", ["quant(bits=4, group=16)", "quant(bits=3, group=16, symmetric=true)"])
+def test_quant_parameters_checked_while_converting(big: np.ndarray, spec: str, backend: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scales and minimums over the deferral size are checked by the kernel that converts them (numba), or
+    when taken as parts (reference): either way a flipped bit in them is refused."""
+    monkeypatch.setenv("TENSORPRESS_BACKEND", backend)
+    data = np.tile(big, (6, 1))
+    enc = tp.encode(data, spec)
+    blob = enc.to_bytes()
+    names = ["scales"] if "symmetric" in spec else ["scales", "mins"]
+    assert all(enc.parts[name].nbytes >= DEFERRED_CRC_BYTES for name in names)
+    np.testing.assert_array_equal(Encoded.from_bytes(blob).decode(), enc.decode())
+    for name in names:
+        for at in (0.0, 0.5, 0.999):
+            with pytest.raises(BlobError, match=rf"{name}.*checksum"):
+                Encoded.from_bytes(corrupt(blob, name, at)).decode()
+
+
+@pytest.mark.skipif(not crc_kernel.available(), reason="no crc32 instruction on this CPU")
+@pytest.mark.parametrize("rows, groups", [(1, 1), (3, 5), (17, 2), (100, 33)])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_parameters_kernel_matches_reference_and_crc(camera: np.ndarray, rows: int, groups: int,
+                                                     dtype: type) -> None:
+    from tensorpress.kernels import get_kernel
+
+    values = np.resize(camera.astype(np.float32) / 255 - 0.5, (2, rows, groups)).astype(dtype)
+    scales, mins = values[0], values[1]
+    for m in (mins, None):
+        want = get_kernel("quant", "parameters", "reference")(scales, m, 8)
+        scale32, offsets, crc_s, crc_m = get_kernel("quant", "parameters_crc", "numba")(scales, m, 8)
+        np.testing.assert_array_equal(scale32, want[0])
+        np.testing.assert_array_equal(offsets, want[1])
+        assert crc_s == google_crc32c.value(scales.tobytes())
+        assert crc_m == (None if m is None else google_crc32c.value(m.tobytes()))
+        for got, ref in zip(get_kernel("quant", "parameters", "numba")(scales, m, 8), want, strict=True):
+            np.testing.assert_array_equal(got, ref)

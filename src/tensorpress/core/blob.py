@@ -47,7 +47,7 @@ MAX_HEADER = 16 << 20
 MAX_DEPTH = 16
 
 
-DEFERRED_CRC_BYTES = 1 << 20  # array parts from this size are checked when first read (see CheckedParts)
+DEFERRED_CRC_BYTES = 1 << 16  # array parts from this size are checked when first read (see CheckedParts)
 _THREADED_BYTES = 1 << 20  # parts from this size are checksummed when read, and copied when written, by threads
 _THREADS = min(4, os.cpu_count() or 1)  # memory bandwidth is shared: a few threads reach it
 _crc_kernel: Any = None  # the Numba CRC module once looked up; False where it cannot run

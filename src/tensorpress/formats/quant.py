@@ -226,10 +226,20 @@ class GroupQuant(Codec):
         grid = self._quantized_scales()
         if grid is not None:
             return grid.stored(enc, rows, ngroups)
-        sdt = _SCALE_DTYPES[self.scale_dtype]
-        scales = enc.part_array("scales", sdt, (rows, ngroups))
-        mins = None if self.symmetric else enc.part_array("mins", sdt, (rows, ngroups))
-        scale32, offsets = get_kernel("quant", "parameters")(scales, mins, 1 << (self.bits - 1))
+        sdt, shape, zero = _SCALE_DTYPES[self.scale_dtype], (rows, ngroups), 1 << (self.bits - 1)
+        scales, scales_crc = enc.part_array_unchecked("scales", sdt, shape)
+        mins, mins_crc = (None, None) if self.symmetric else enc.part_array_unchecked("mins", sdt, shape)
+        checked = _kernel_or_none("parameters_crc") if scales_crc is not None or mins_crc is not None else None
+        if checked is not None:  # the blob's checks of the parameters, done while converting them
+            scale32, offsets, got_scales, got_mins = checked(scales, mins, zero)
+            enc.confirm_part("scales", got_scales)
+            if mins is not None:
+                enc.confirm_part("mins", got_mins)
+            return scale32, offsets
+        if scales_crc is not None or mins_crc is not None:  # checked as plain parts
+            scales = enc.part_array("scales", sdt, shape)
+            mins = None if mins is None else enc.part_array("mins", sdt, shape)
+        scale32, offsets = get_kernel("quant", "parameters")(scales, mins, zero)
         return scale32, offsets
 
     def _fit(self, rows: np.ndarray, weights: np.ndarray | None,
@@ -382,7 +392,7 @@ class GroupQuant(Codec):
         ngroups = -(-n // g) if n else 0
         scale32, offsets = self._stored_parameters(enc, rows, ngroups)
         packed, expected_crc = enc.part_array_unchecked("codes", np.uint8, (packed_nbytes(rows * n, self.bits),))
-        checked = _checked_decoder() if expected_crc is not None and rows * n else None
+        checked = _kernel_or_none("decode_crc") if expected_crc is not None and rows * n else None
         if checked is not None:  # the blob's check of the codes, done while the kernel has them in cache
             flat, crc = checked(packed, scale32, offsets, self.bits, n, g)
             enc.confirm_part("codes", crc)
@@ -472,9 +482,10 @@ def _unit_roundoff(dtype: np.dtype[Any]) -> float:
     return float(ml_dtypes.finfo(dtype).eps)
 
 
-def _checked_decoder() -> Any:
-    """The decode kernel that also returns the CRC-32C of the codes, where the chosen backend has one."""
+def _kernel_or_none(op: str) -> Any:
+    """The ``quant`` kernel for ``op`` (a checked variant that also returns CRC-32Cs), or None where the chosen
+    backend has none."""
     try:
-        return get_kernel("quant", "decode_crc")
+        return get_kernel("quant", op)
     except UnknownCodecError:
         return None

@@ -155,6 +155,16 @@ def span_fixed(data, start, stop, crc, third, join_b, join_a):  # numba infers t
     return reg
 
 
+@numba.njit(cache=True, nogil=True)
+def join(partial, lengths):  # numba infers the types
+    """CRC-32C of consecutive pieces from their registers (the first started from ~0, the others from 0) and
+    byte lengths, the final xor applied."""
+    crc = np.uint32(partial[0])
+    for b in range(1, partial.size):
+        crc = _shift(crc, lengths[b]) ^ np.uint32(partial[b])
+    return crc ^ np.uint32(0xFFFFFFFF)
+
+
 def crc32c(data: Any, pool: Any = None, pieces: int = 1) -> int:
     """CRC-32C of a contiguous buffer (bytes, memoryview, ndarray), as ``google_crc32c.value`` gives it:
     ``pieces`` slices checksummed at once on ``pool``'s threads (the kernel releases the GIL), joined here.
@@ -167,7 +177,4 @@ def crc32c(data: Any, pool: Any = None, pieces: int = 1) -> int:
         return _span(view, bounds[i], bounds[i + 1], 0xFFFFFFFF if i == 0 else 0)
 
     regs = list(pool.map(piece, range(pieces))) if pieces > 1 else [piece(0)]
-    reg = regs[0]
-    for i in range(1, pieces):
-        reg = _shift(reg, bounds[i + 1] - bounds[i]) ^ regs[i]
-    return int(reg) ^ 0xFFFFFFFF
+    return int(join(np.array(regs, np.uint32), np.diff(np.array(bounds, np.int64))))

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..dispatch import kernel
 from ._bits import to_f32
-from .crc32c import _crc_u64, _shift, _span, span_constants, span_fixed
+from .crc32c import _crc_u64, _span, join, span_constants, span_fixed
 from .crc32c import available as crc_available
 
 
@@ -159,10 +159,7 @@ def _dequant_words_crc(packed, scales, offsets, bits, n, group, out, n_blocks): 
         partial[b] = np.uint32(_rows_words(packed, words, lut, scales, offsets, bits, n, group, out, first, last,
                                            reg, True))
         lengths[b] = (last - first) * n * bits // 8
-    crc = partial[0]
-    for b in range(1, n_blocks):
-        crc = _shift(crc, lengths[b]) ^ partial[b]
-    return crc ^ np.uint32(0xFFFFFFFF)
+    return join(partial, lengths)
 
 
 def word_aligned(bits: int, n: int, group: int) -> bool:
@@ -223,10 +220,7 @@ def _dequant_crc(packed, scales, offsets, bits, n, group, out, n_blocks):  # num
             reg = _span(packed, start, stop, reg)
         partial[b] = reg
         lengths[b] = stop - start
-    crc = partial[0]
-    for b in range(1, n_blocks):
-        crc = _shift(crc, lengths[b]) ^ partial[b]
-    return crc ^ np.uint32(0xFFFFFFFF)
+    return join(partial, lengths)
 
 
 if crc_available():
@@ -256,6 +250,35 @@ def _parameters(scales, mins, zero, has_mins, scale32, offsets):  # numba infers
             offsets[r, g] = to_f32(mins[r, g]) if has_mins else np.float32(-zero) * s
 
 
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _parameters_crc(scales, mins, zero, has_mins, scale32, offsets, n_blocks):  # numba infers the types
+    """:func:`_parameters`, and the CRC-32C of the stored scales and minimums, each block's bytes checksummed
+    right after converting them."""
+    rows = scales.shape[0]
+    per_block = (rows + n_blocks - 1) // n_blocks
+    row_bytes = scales.shape[1] * scales.itemsize
+    scale_bytes = scales.reshape(-1).view(np.uint8)
+    min_bytes = mins.reshape(-1).view(np.uint8)
+    partial = np.zeros((2, n_blocks), np.uint32)
+    lengths = np.zeros(n_blocks, np.int64)
+    for b in numba.prange(n_blocks):
+        first, last = min(rows, b * per_block), min(rows, (b + 1) * per_block)
+        for r in range(first, last):
+            for g in range(scales.shape[1]):
+                s = to_f32(scales[r, g])
+                scale32[r, g] = s
+                offsets[r, g] = to_f32(mins[r, g]) if has_mins else np.float32(-zero) * s
+        start = np.uint32(0xFFFFFFFF) if b == 0 else np.uint32(0)
+        partial[0, b] = _span(scale_bytes, first * row_bytes, last * row_bytes, start)
+        if has_mins:
+            partial[1, b] = _span(min_bytes, first * row_bytes, last * row_bytes, start)
+        lengths[b] = (last - first) * row_bytes
+    return join(partial[0], lengths), join(partial[1], lengths)
+
+
+_PARAMETER_BLOCKS = 16
+
+
 @kernel("quant", "parameters", "numba")
 def parameters(scales: np.ndarray, mins: np.ndarray | None, zero: int) -> tuple[np.ndarray, np.ndarray]:
     """Same contract as the reference :func:`~tensorpress.kernels.reference.quant.parameters`; float16 is
@@ -272,3 +295,20 @@ def _bits_of(a: np.ndarray) -> np.ndarray:
     """float16 as its uint16 bit patterns (what :func:`to_f32` reads), other floats as they are, 2-D."""
     a = np.ascontiguousarray(a)
     return a.view(np.uint16) if a.dtype == np.float16 else a
+
+
+if crc_available():
+
+    @kernel("quant", "parameters_crc", "numba")
+    def parameters_crc(scales: np.ndarray, mins: np.ndarray | None, zero: int) -> tuple[
+            np.ndarray, np.ndarray, int, int | None]:
+        """:func:`parameters`, plus the CRC-32C of ``scales`` and of ``mins`` (None without), computed while
+        converting them (the blob's deferred checks of those parts)."""
+        scale32 = np.empty(scales.shape, np.float32)
+        offsets = np.empty(scales.shape, np.float32)
+        if not scales.size:
+            return scale32, offsets, 0, None if mins is None else 0
+        crc_s, crc_m = _parameters_crc(_bits_of(scales), _bits_of(scales if mins is None else mins), zero,
+                                       mins is not None, scale32, offsets, max(1, min(_PARAMETER_BLOCKS,
+                                                                                      scales.shape[0])))
+        return scale32, offsets, int(crc_s), None if mins is None else int(crc_m)
