@@ -71,6 +71,11 @@ class Blosc(Codec):
     summary: ClassVar[str] = "Blosc2 (shuffle + zstd/lz4/...), lossless, multi-threaded"
     examples: ClassVar[tuple[str, ...]] = ("blosc", "blosc(cname=lz4, clevel=9, shuffle=bit)")
 
+    def __post_init__(self) -> None:
+        if self.shuffle is None:  # the spec grammar reads the bare word ``none`` as None: here it is the name
+            object.__setattr__(self, "shuffle", "none")
+        super().__post_init__()
+
     def validate(self) -> None:
         if self.cname not in _CODECS:
             raise ConfigError(f"blosc: cname must be one of {sorted(_CODECS)}, got {self.cname!r}")
