@@ -4,6 +4,7 @@ kernel agrees with google_crc32c."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -152,3 +153,26 @@ def test_parameters_kernel_matches_reference_and_crc(camera: np.ndarray, rows: i
         assert crc_m == (None if m is None else google_crc32c.value(m.tobytes()))
         for got, ref in zip(get_kernel("quant", "parameters", "numba")(scales, m, 8), want, strict=True):
             np.testing.assert_array_equal(got, ref)
+
+
+def _decode_in_child(blob: bytes, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    queue.put(float(np.asarray(tp.decode(blob), np.float64).sum()))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.parametrize("spec", ["raw", "blosc(cname=lz4)"])
+def test_forked_child_decodes_after_the_parent_used_the_blob_threads(big: np.ndarray, spec: str) -> None:
+    """The blob threads (sliced checksums, copies) and blosc's lock do not survive a fork: a child that
+    decodes a large blob must get fresh ones rather than wait on the parent's."""
+    blob = tp.encode(np.tile(big, (2, 1)), spec).to_buffer().tobytes()
+    expected = float(np.asarray(tp.decode(blob), np.float64).sum())  # the parent's pool is busy first
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_decode_in_child, args=(blob, queue))
+    child.start()
+    child.join(timeout=60)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive, "the forked child hung decoding"
+    assert queue.get(timeout=5) == expected

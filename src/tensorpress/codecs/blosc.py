@@ -33,6 +33,15 @@ _c_lib: Any = None  # the C library once loaded; False where it is not there
 _C_LOCK = threading.Lock()  # the C API's compressor and thread count are global settings
 
 
+def _new_lock() -> None:  # a forked child gets a fresh lock: the parent's may be held by a thread it lacks
+    global _C_LOCK
+    _C_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock)
+
+
 def _c_library() -> Any:
     global _c_lib
     if _c_lib is None:

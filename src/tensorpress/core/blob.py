@@ -81,6 +81,16 @@ def _blob_pool() -> ThreadPoolExecutor:
         return _pool
 
 
+def _forget_pool() -> None:
+    """In a forked child the pool's threads do not exist: work handed to it would wait forever."""
+    global _pool, _POOL_LOCK
+    _pool, _POOL_LOCK = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _copy_into(out: np.ndarray, src: np.ndarray) -> None:
     """``out[:] = src``; a large copy split over the blob threads (NumPy releases the GIL while copying)."""
     if src.size < _THREADED_BYTES or _THREADS == 1:
