@@ -77,7 +77,8 @@ class Registry(Generic[T]):
             yield name, self.get(name)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name in self.names()
+        self._load()
+        return isinstance(name, str) and (name in self._entries or name in self._plugins)
 
     def _load(self) -> None:
         if self._loaded:

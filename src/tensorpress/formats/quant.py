@@ -402,7 +402,7 @@ class GroupQuant(Codec):
             flat = (np.zeros((rows, n), np.float32) if rows * n == 0
                     else get_kernel("quant", "decode")(packed, scale32, offsets, self.bits, n, g))
         out = flat.reshape(moved)
-        if shape:
+        if shape and self.axis % len(shape) != len(shape) - 1:  # groups along another axis than the last
             out = np.moveaxis(out, -1, self.axis % len(shape))
         return contiguous(restore_dtype(out.reshape(shape), dtype))
 

@@ -40,12 +40,11 @@ def _order() -> tuple[str, ...]:
 
 def get_kernel(codec_id: str, op: str, backend: str | None = None) -> Callable[..., Any]:
     """The kernel for ``op`` on ``codec_id`` data: from ``backend`` if given, else the first available."""
-    names = set(KERNELS.names())
     for b in (backend,) if backend else _order():
         key = f"{codec_id}:{op}:{b}"
-        if key in names:
+        if key in KERNELS:  # a lookup per backend: decoding a small tensor calls this a few times
             return KERNELS.get(key)
-    have = sorted(n for n in names if n.startswith(f"{codec_id}:{op}:"))
+    have = [n for n in KERNELS.names() if n.startswith(f"{codec_id}:{op}:")]
     raise UnknownCodecError(
         f"no {backend or 'available'} kernel for {op} on {codec_id}; registered: {', '.join(have) or '(none)'}"
     )
