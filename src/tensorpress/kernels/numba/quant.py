@@ -1,8 +1,12 @@
-"""Numba CPU kernels for ``quant``: bit-stream unpacking fused with dequantization, parallel over rows.
+"""Numba CPU kernels for ``quant``: bit-stream unpacking fused with dequantization, parallel over row blocks.
 
 The layout is the one documented in :mod:`tensorpress.kernels.reference.quant`. For 2–4 bits each group's
 ``2**bits`` possible values are tabulated first, so the inner loop is a byte load and table lookups; the
 arithmetic per value is the reference's ``float32(code) * scale + offset``, so results match it exactly.
+Where every group's codes fill whole 64-bit words (2, 4 or 8 bits, the usual groups), a word-wise loop runs
+(:func:`word_aligned`); other layouts walk the bit stream. The checked variants also return the CRC-32C of
+the codes, each row block checksummed right after it is decoded, and the stored parameters are converted
+(and checked) by :func:`parameters` / ``parameters_crc``.
 """
 
 from __future__ import annotations
