@@ -101,6 +101,8 @@ def _least_squares_range(rows: np.ndarray, codes: np.ndarray, weights: np.ndarra
         scale = np.where(ok, (c * d - b * e) / np.where(ok, det, 1), np.nan)
         minimum = np.where(ok, (a * e - b * d) / np.where(ok, det, 1), np.nan)
     return minimum, minimum + levels * scale
+
+
 MAX_SUPER_GROUP = 256  # encoding blocks hold whole super-groups: up to 8 × super_group rows at once
 
 

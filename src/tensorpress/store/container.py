@@ -445,8 +445,7 @@ class Container(Mapping[str, Any]):
     def read(self, name: str) -> np.ndarray:
         """The whole tensor, decoded. A single-chunk tensor is decoded straight from its blob, which saves the
         copy zarr makes from the decoded chunk into its output array; several chunks go through zarr."""
-        tensor = self._tensor(name)
-        if tensor.codec is not None and tensor.single_chunk:
+        if self._tensor(name).single_chunk:
             out = self._encoded(name, mapped=True).decode()
             # a codec may hand back a view of the stored parts: give the caller memory of its own
             return out if out.flags.writeable else out.copy()

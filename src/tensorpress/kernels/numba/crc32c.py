@@ -8,7 +8,8 @@ the partial CRCs are joined with carry-less arithmetic modulo the polynomial:
 
     crc(A ‖ B) = crc(A) · x^(8·|B|)  ⊕  crc₀(B)          (mod P, registers without the final xor)
 
-Decode kernels call :func:`span_fixed` on the bytes they have just read.
+Decode kernels checksum the bytes they have just read with :func:`block_span` and :func:`join`.
+
 Values are in the reflected convention of the instruction: bit 31 holds the coefficient of x^0. The joins
 inside a span multiply with ``pclmulqdq`` and reduce with ``crc32`` itself: for 32-bit reflected ``a`` and
 ``k``, the 64-bit carry-less product read as a reflected polynomial is x·A·K, and ``crc32`` of it from a zero
@@ -153,6 +154,17 @@ def span_fixed(data, start, stop, crc, third, join_b, join_a):  # numba infers t
     for i in range(start + 8 * words.size, stop):
         reg = _crc_u8(reg, data[i])
     return reg
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def block_span(data, start, stop, first, shortest, third, join_b, join_a):  # numba infers the types
+    """The register of one of a kernel's blocks, ``data[start:stop]``, for :func:`join`: from ~0 for the
+    ``first`` block, else from 0; blocks of at least ``shortest`` bytes use the constants
+    :func:`span_constants` gave for that length, a shorter one (the last) computes its own."""
+    reg = np.uint32(0xFFFFFFFF) if first else np.uint32(0)
+    if stop - start >= shortest:
+        return span_fixed(data, start, stop, reg, third, join_b, join_a)
+    return _span(data, start, stop, reg)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -16,8 +16,8 @@ import numpy as np
 
 from ..dispatch import kernel
 from ._bits import to_f32
-from .crc32c import _span, join, span_constants, span_fixed
 from .crc32c import available as crc_available
+from .crc32c import block_span, join, span_constants
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -146,7 +146,8 @@ def _dequant_words_crc(packed, scales, offsets, bits, n, group, out, n_blocks): 
     rows = out.shape[0]
     per_block = (rows + n_blocks - 1) // n_blocks
     row_bytes = n * bits // 8
-    third, join_b, join_a = span_constants(per_block * row_bytes)
+    shortest = per_block * row_bytes
+    third, join_b, join_a = span_constants(shortest)
     words = packed[: 8 * (packed.size // 8)].view(np.uint64)
     partial = np.zeros(n_blocks, np.uint32)
     lengths = np.zeros(n_blocks, np.int64)
@@ -154,12 +155,8 @@ def _dequant_words_crc(packed, scales, offsets, bits, n, group, out, n_blocks): 
         lut = np.empty(256, np.float32)
         first, last = min(rows, b * per_block), min(rows, (b + 1) * per_block)
         _rows_words(packed, words, lut, scales, offsets, bits, n, group, out, first, last)
-        reg = np.uint32(0xFFFFFFFF) if b == 0 else np.uint32(0)
-        if last - first == per_block:
-            reg = span_fixed(packed, first * row_bytes, last * row_bytes, reg, third, join_b, join_a)
-        else:  # the shorter last block
-            reg = _span(packed, first * row_bytes, last * row_bytes, reg)
-        partial[b] = reg
+        partial[b] = block_span(packed, first * row_bytes, last * row_bytes, b == 0, shortest, third, join_b,
+                                join_a)
         lengths[b] = (last - first) * row_bytes
     return join(partial, lengths)
 
@@ -215,12 +212,7 @@ def _dequant_crc(packed, scales, offsets, bits, n, group, out, n_blocks):  # num
         # to the next block's (the last block's share runs to the end of the stream)
         start = (first * n * bits) // 8
         stop = packed.size if last == rows else (last * n * bits) // 8
-        reg = np.uint32(0xFFFFFFFF) if b == 0 else np.uint32(0)
-        if stop - start >= shortest:
-            reg = span_fixed(packed, start, stop, reg, third, join_b, join_a)
-        else:
-            reg = _span(packed, start, stop, reg)
-        partial[b] = reg
+        partial[b] = block_span(packed, start, stop, b == 0, shortest, third, join_b, join_a)
         lengths[b] = stop - start
     return join(partial, lengths)
 
@@ -243,13 +235,20 @@ if crc_available():
         return out, int(crc)
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _parameters(scales, mins, zero, has_mins, scale32, offsets):  # numba infers the types
-    for r in numba.prange(scales.shape[0]):
+@numba.njit(cache=True, nogil=True, inline="always")
+def _convert_rows(scales, mins, zero, has_mins, scale32, offsets, first, last):  # numba infers the types
+    """Rows ``first..last`` of the stored parameters as float32 scales and offsets."""
+    for r in range(first, last):
         for g in range(scales.shape[1]):
             s = to_f32(scales[r, g])
             scale32[r, g] = s
             offsets[r, g] = to_f32(mins[r, g]) if has_mins else np.float32(-zero) * s
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _parameters(scales, mins, zero, has_mins, scale32, offsets):  # numba infers the types
+    for r in numba.prange(scales.shape[0]):
+        _convert_rows(scales, mins, zero, has_mins, scale32, offsets, r, r + 1)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -263,18 +262,16 @@ def _parameters_crc(scales, mins, zero, has_mins, scale32, offsets, n_blocks):  
     min_bytes = mins.reshape(-1).view(np.uint8)
     partial = np.zeros((2, n_blocks), np.uint32)
     lengths = np.zeros(n_blocks, np.int64)
+    shortest = per_block * row_bytes
+    third, join_b, join_a = span_constants(shortest)
     for b in numba.prange(n_blocks):
         first, last = min(rows, b * per_block), min(rows, (b + 1) * per_block)
-        for r in range(first, last):
-            for g in range(scales.shape[1]):
-                s = to_f32(scales[r, g])
-                scale32[r, g] = s
-                offsets[r, g] = to_f32(mins[r, g]) if has_mins else np.float32(-zero) * s
-        start = np.uint32(0xFFFFFFFF) if b == 0 else np.uint32(0)
-        partial[0, b] = _span(scale_bytes, first * row_bytes, last * row_bytes, start)
+        _convert_rows(scales, mins, zero, has_mins, scale32, offsets, first, last)
+        start, stop = first * row_bytes, last * row_bytes
+        partial[0, b] = block_span(scale_bytes, start, stop, b == 0, shortest, third, join_b, join_a)
         if has_mins:
-            partial[1, b] = _span(min_bytes, first * row_bytes, last * row_bytes, start)
-        lengths[b] = (last - first) * row_bytes
+            partial[1, b] = block_span(min_bytes, start, stop, b == 0, shortest, third, join_b, join_a)
+        lengths[b] = stop - start
     return join(partial[0], lengths), join(partial[1], lengths)
 
 
