@@ -5,8 +5,9 @@ The layout is the one documented in :mod:`tensorpress.kernels.reference.quant`. 
 arithmetic per value is the reference's ``float32(code) * scale + offset``, so results match it exactly.
 Where every group's codes fill whole 64-bit words (2, 4 or 8 bits, the usual groups), a word-wise loop runs
 (:func:`word_aligned`); other layouts walk the bit stream. The checked variants also return the CRC-32C of
-the codes, each row block checksummed right after it is decoded, and the stored parameters are converted
-(and checked) by :func:`parameters` / ``parameters_crc``.
+the codes: the word-wise loop feeds each word to a ``crc32`` chain as it decodes it, the bit-stream walk
+checksums each row block right after decoding it. The stored parameters are converted (and checked) by
+:func:`parameters` / ``parameters_crc``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from ..dispatch import kernel
 from ._bits import to_f32
 from .crc32c import available as crc_available
-from .crc32c import block_span, join, span_constants
+from .crc32c import block_span, crc_word, join, span_constants
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -83,16 +84,18 @@ def _dequant(packed, scales, offsets, bits, n, group, out):  # numba infers the 
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _group_words(packed, words, lut, scale, offset, bits, w0, out_row, j, count, reg):  # numba infers the types
-    """Decode ``count`` codes of one row that fill whole 64-bit words, from word ``w0`` on. Each word also
-    goes through a rotate-xor chain in ``reg``, whose value nobody needs: the chain keeps LLVM from vectorizing
+def _group_words(packed, words, lut, scale, offset, bits, w0, out_row, j, count, reg, checked):  # numba infers types
+    """Decode ``count`` codes of one row that fill whole 64-bit words, from word ``w0`` on, each word also fed to
+    the register ``reg``: ``checked``, its CRC-32C (one ``crc32`` instruction per word, while the word is in a
+    register); else a rotate-xor whose value nobody needs. Either running register keeps LLVM from vectorizing
     the loop over words with gathers from the table, which measured 14-21 % slower than this scalar loop."""
     per = 64 // bits
     if bits < 8:
         for v in range(1 << bits):
             lut[v] = np.float32(v) * scale + offset
     for w in range(count // per):
-        reg = (reg << np.uint64(1) | reg >> np.uint64(63)) ^ words[w0 + w]
+        word = words[w0 + w]
+        reg = crc_word(reg, word) if checked else (reg << np.uint64(1) | reg >> np.uint64(63)) ^ word
         base = j + w * per
         first = 8 * (w0 + w)
         # a fixed-length inner loop over the word's bytes, which LLVM unrolls
@@ -112,16 +115,15 @@ def _group_words(packed, words, lut, scale, offset, bits, w0, out_row, j, count,
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _rows_words(packed, words, lut, scales, offsets, bits, n, group, out, first, last):  # numba infers the types
-    """Rows ``first..last`` by :func:`_group_words`."""
+def _rows_words(packed, words, lut, scales, offsets, bits, n, group, out, first, last, reg, checked):  # (numba)
+    """Rows ``first..last`` by :func:`_group_words`, the register carried from ``reg``."""
     row_words = n * bits // 64
-    reg = np.uint64(0)
     for r in range(first, last):
         out_row = out[r]
         for g in range(scales.shape[1]):
             j = g * group
             reg = _group_words(packed, words, lut, scales[r, g], offsets[r, g], bits, r * row_words + j * bits // 64,
-                               out_row, j, min(group, n - j), reg)
+                               out_row, j, min(group, n - j), reg, checked)
     return reg
 
 
@@ -135,28 +137,26 @@ def _dequant_words(packed, scales, offsets, bits, n, group, out, n_blocks):  # n
     for b in numba.prange(n_blocks):
         lut = np.empty(256, np.float32)
         _rows_words(packed, words, lut, scales, offsets, bits, n, group, out, min(rows, b * per_block),
-                    min(rows, (b + 1) * per_block))
+                    min(rows, (b + 1) * per_block), np.uint64(0), False)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _dequant_words_crc(packed, scales, offsets, bits, n, group, out, n_blocks):  # numba infers the types
-    """:func:`_dequant_words`, and the CRC-32C of ``packed`` (exactly the rows' bytes): each row block's bytes
-    checksummed in three streams right after decoding them, while in cache, the blocks joined at the end.
-    Measured cheaper than one ``crc32`` chain inside the decode loop, whose latency shows at 8 bits."""
+    """:func:`_dequant_words`, and the CRC-32C of ``packed`` (exactly the rows' bytes): each row block's words
+    run through one ``crc32`` chain as they are decoded, the blocks joined at the end. With fresh output pages
+    this costs 0-1.5 % of the decode, where checksumming each block's bytes after decoding it cost 3-5 %."""
     rows = out.shape[0]
     per_block = (rows + n_blocks - 1) // n_blocks
     row_bytes = n * bits // 8
-    shortest = per_block * row_bytes
-    third, join_b, join_a = span_constants(shortest)
     words = packed[: 8 * (packed.size // 8)].view(np.uint64)
     partial = np.zeros(n_blocks, np.uint32)
     lengths = np.zeros(n_blocks, np.int64)
     for b in numba.prange(n_blocks):
         lut = np.empty(256, np.float32)
         first, last = min(rows, b * per_block), min(rows, (b + 1) * per_block)
-        _rows_words(packed, words, lut, scales, offsets, bits, n, group, out, first, last)
-        partial[b] = block_span(packed, first * row_bytes, last * row_bytes, b == 0, shortest, third, join_b,
-                                join_a)
+        start = np.uint64(0xFFFFFFFF) if b == 0 else np.uint64(0)
+        partial[b] = np.uint32(_rows_words(packed, words, lut, scales, offsets, bits, n, group, out, first, last,
+                                           start, True))
         lengths[b] = (last - first) * row_bytes
     return join(partial, lengths)
 
