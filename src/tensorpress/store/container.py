@@ -49,6 +49,7 @@ from ..core.metrics import bits_per_element, compression_ratio
 from .zarr_codec import TensorpressCodec
 
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux only
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0)
 
 ATTR = "tensorpress"
 VERSION = 1
@@ -380,9 +381,12 @@ class Container(Mapping[str, Any]):
         if name not in self._tensors:
             arr = self._array(name)
             codec = _tensorpress_codec(arr)
+            key = arr.metadata.encode_chunk_key((0,) * arr.ndim)
+            local = isinstance(self._store, LocalStore)
             self._tensors[name] = _Tensor(_logical_dtype(arr), codec,
-                                          codec is not None and tuple(arr.chunks) == _whole(arr.shape),
-                                          arr.metadata.encode_chunk_key((0,) * arr.ndim))
+                                          codec is not None and tuple(arr.chunks) == _whole(arr.shape), key,
+                                          os.path.join(self._store.root, arr.path, *key.split("/")) if local else None,
+                                          math.prod(arr.shape))
         return self._tensors[name]
 
     # --- tensorpress views --------------------------------------------------------------------------------
@@ -396,8 +400,13 @@ class Container(Mapping[str, Any]):
         return self._encoded(name, mapped=False)
 
     def _encoded(self, name: str, *, mapped: bool) -> Encoded:
-        arr, tensor = self._array(name), self._tensor(name)
+        tensor = self._tensor(name)
         codec = tensor.codec
+        if tensor.size and tensor.single_chunk:  # the common case, on the plan alone
+            data = self._chunk_bytes(name, tensor, mapped=mapped)
+            if data is not None:
+                return Encoded.from_bytes(data)
+        arr = self._array(name)
         if codec is None:
             raise ContainerError(f"{self.path}: {name!r} is not stored with the tensorpress codec alone")
         if not tensor.single_chunk:
@@ -406,20 +415,18 @@ class Container(Mapping[str, Any]):
                 f"needs a single-chunk tensor: read it with c[{name!r}][...] or save it with chunks=None"
             )
         dtype = tensor.dtype
-        if math.prod(arr.shape) == 0:  # no chunk exists for an empty array: encode the empty tensor afresh
+        if tensor.size == 0:  # no chunk exists for an empty array: encode the empty tensor afresh
             return codec.spec.encode(np.zeros(arr.shape, dtype))
-        data = self._chunk_bytes(arr, tensor.chunk_key, mapped=mapped)
-        if data is None:  # a chunk never written holds the fill value
-            return codec.spec.encode(np.full(arr.shape, arr.fill_value).astype(arr.dtype).view(dtype))
-        return Encoded.from_bytes(data)
+        # a chunk never written holds the fill value
+        return codec.spec.encode(np.full(arr.shape, arr.fill_value).astype(arr.dtype).view(dtype))
 
-    def _chunk_bytes(self, arr: zarr.Array, key: str, *, mapped: bool) -> Any:
-        """One chunk's stored bytes, or None where none was written. A directory container's chunk file is read
-        directly; ``mapped`` memory-maps it instead, so parts are decoded in place with no copy at all — for
-        short-lived use only (each mapping holds a file descriptor). Containers are written by renaming a
-        finished directory, never rewritten in place, so a mapping stays valid."""
-        if isinstance(self._store, LocalStore):
-            file = os.path.join(self._store.root, arr.path, *key.split("/"))
+    def _chunk_bytes(self, name: str, tensor: _Tensor, *, mapped: bool) -> Any:
+        """The stored bytes of a tensor's first chunk, or None where none was written. A directory container's
+        chunk file is read directly; ``mapped`` memory-maps it instead, so parts are decoded in place with no copy
+        at all — for short-lived use only (each mapping holds a file descriptor). Containers are written by
+        renaming a finished directory, never rewritten in place, so a mapping stays valid."""
+        file = tensor.chunk_file
+        if file is not None:
             if not mapped:
                 try:
                     return Path(file).read_bytes()
@@ -427,7 +434,7 @@ class Container(Mapping[str, Any]):
                     return None
             # a bare descriptor: a Python file object costs more than mapping the pages of a large chunk
             try:
-                fd = os.open(file, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+                fd = os.open(file, _OPEN_FLAGS)
             except FileNotFoundError:
                 return None
             try:
@@ -439,7 +446,7 @@ class Container(Mapping[str, Any]):
                 return b""
             finally:
                 os.close(fd)
-        buf = sync((arr.store_path / key).get(default_buffer_prototype()))
+        buf = sync((self._array(name).store_path / tensor.chunk_key).get(default_buffer_prototype()))
         return None if buf is None else buf.to_bytes()
 
     def read(self, name: str) -> np.ndarray:
@@ -537,6 +544,8 @@ class _Tensor(NamedTuple):
     codec: TensorpressCodec | None  # the array's codec when it is tensorpress alone
     single_chunk: bool  # stored with tensorpress alone, as one chunk
     chunk_key: str  # the key of its first chunk
+    chunk_file: str | None  # that chunk's file in a directory container, else None
+    size: int  # its number of elements
 
 
 def _logical_dtype(arr: zarr.Array) -> np.dtype[Any]:

@@ -84,46 +84,55 @@ def _dequant(packed, scales, offsets, bits, n, group, out):  # numba infers the 
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _group_words(packed, words, lut, scale, offset, bits, w0, out_row, j, count, reg, checked):  # numba infers types
-    """Decode ``count`` codes of one row that fill whole 64-bit words, from word ``w0`` on, each word also fed to
-    the register ``reg``: ``checked``, its CRC-32C (one ``crc32`` instruction per word, while the word is in a
-    register); else a rotate-xor whose value nobody needs. Either running register keeps LLVM from vectorizing
-    the loop over words with gathers from the table, which measured 14-21 % slower than this scalar loop."""
-    per = 64 // bits
+def _table(lut, bits, scale, offset):  # numba infers the types
+    """A group's ``2**bits`` decoded values (8-bit codes are computed directly)."""
     if bits < 8:
         for v in range(1 << bits):
             lut[v] = np.float32(v) * scale + offset
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _word(packed, lut, scale, offset, bits, first, out_row, base):  # numba infers the types
+    """The codes of the 64-bit word at byte ``first``, decoded into ``out_row`` from ``base`` on: a fixed-length
+    loop over the word's bytes, which LLVM unrolls."""
+    for t in range(8):
+        byte = packed[first + t]
+        if bits == 8:
+            out_row[base + t] = np.float32(byte) * scale + offset
+        elif bits == 4:
+            out_row[base + 2 * t] = lut[byte & 15]
+            out_row[base + 2 * t + 1] = lut[byte >> 4]
+        else:
+            out_row[base + 4 * t] = lut[byte & 3]
+            out_row[base + 4 * t + 1] = lut[(byte >> 2) & 3]
+            out_row[base + 4 * t + 2] = lut[(byte >> 4) & 3]
+            out_row[base + 4 * t + 3] = lut[byte >> 6]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _group_words(packed, words, lut, scale, offset, bits, w0, out_row, j, count, reg):  # numba infers the types
+    """Decode ``count`` codes of one row that fill whole 64-bit words, from word ``w0`` on. Each word also goes
+    through a rotate-xor chain in ``reg``, whose value nobody needs: a running register keeps LLVM from
+    vectorizing the loop over words with gathers from the table, which measured 14-21 % slower than this
+    scalar loop. :func:`_group_words_crc` is the same loop with the CRC as its register."""
+    per = 64 // bits
+    _table(lut, bits, scale, offset)
     for w in range(count // per):
-        word = words[w0 + w]
-        reg = crc_word(reg, word) if checked else (reg << np.uint64(1) | reg >> np.uint64(63)) ^ word
-        base = j + w * per
-        first = 8 * (w0 + w)
-        # a fixed-length inner loop over the word's bytes, which LLVM unrolls
-        for t in range(8):
-            byte = packed[first + t]
-            if bits == 8:
-                out_row[base + t] = np.float32(byte) * scale + offset
-            elif bits == 4:
-                out_row[base + 2 * t] = lut[byte & 15]
-                out_row[base + 2 * t + 1] = lut[byte >> 4]
-            else:
-                out_row[base + 4 * t] = lut[byte & 3]
-                out_row[base + 4 * t + 1] = lut[(byte >> 2) & 3]
-                out_row[base + 4 * t + 2] = lut[(byte >> 4) & 3]
-                out_row[base + 4 * t + 3] = lut[byte >> 6]
+        reg = (reg << np.uint64(1) | reg >> np.uint64(63)) ^ words[w0 + w]
+        _word(packed, lut, scale, offset, bits, 8 * (w0 + w), out_row, j + w * per)
     return reg
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _rows_words(packed, words, lut, scales, offsets, bits, n, group, out, first, last, reg, checked):  # (numba)
-    """Rows ``first..last`` by :func:`_group_words`, the register carried from ``reg``."""
-    row_words = n * bits // 64
-    for r in range(first, last):
-        out_row = out[r]
-        for g in range(scales.shape[1]):
-            j = g * group
-            reg = _group_words(packed, words, lut, scales[r, g], offsets[r, g], bits, r * row_words + j * bits // 64,
-                               out_row, j, min(group, n - j), reg, checked)
+def _group_words_crc(packed, words, lut, scale, offset, bits, w0, out_row, j, count, reg):  # numba infers the types
+    """:func:`_group_words` with the CRC-32C of the words as its register: one ``crc32`` instruction per word,
+    while the word is in a register. (A flag choosing the register inside one loop measured slower: LLVM kept
+    the choice in the loop.)"""
+    per = 64 // bits
+    _table(lut, bits, scale, offset)
+    for w in range(count // per):
+        reg = crc_word(reg, words[w0 + w])
+        _word(packed, lut, scale, offset, bits, 8 * (w0 + w), out_row, j + w * per)
     return reg
 
 
@@ -133,31 +142,54 @@ def _dequant_words(packed, scales, offsets, bits, n, group, out, n_blocks):  # n
     ``n_blocks`` row blocks."""
     rows = out.shape[0]
     per_block = (rows + n_blocks - 1) // n_blocks
+    row_words = n * bits // 64
     words = packed[: 8 * (packed.size // 8)].view(np.uint64)
     for b in numba.prange(n_blocks):
         lut = np.empty(256, np.float32)
-        _rows_words(packed, words, lut, scales, offsets, bits, n, group, out, min(rows, b * per_block),
-                    min(rows, (b + 1) * per_block), np.uint64(0), False)
+        reg = np.uint64(0)
+        for r in range(min(rows, b * per_block), min(rows, (b + 1) * per_block)):
+            out_row = out[r]
+            for g in range(scales.shape[1]):
+                j = g * group
+                reg = _group_words(packed, words, lut, scales[r, g], offsets[r, g], bits,
+                                   r * row_words + j * bits // 64, out_row, j, min(group, n - j), reg)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _dequant_words_crc(packed, scales, offsets, bits, n, group, out, n_blocks):  # numba infers the types
-    """:func:`_dequant_words`, and the CRC-32C of ``packed`` (exactly the rows' bytes): each row block's words
-    run through one ``crc32`` chain as they are decoded, the blocks joined at the end. With fresh output pages
-    this costs 0-1.5 % of the decode, where checksumming each block's bytes after decoding it cost 3-5 %."""
+    """:func:`_dequant_words`, and the CRC-32C of ``packed`` (exactly the rows' bytes), block by block, the blocks
+    joined at the end. Below 8 bits each word runs through one ``crc32`` chain as it is decoded (decoding a word
+    takes longer than the instruction's latency): 0-1 % over the plain decode, where checksumming each block
+    after decoding it cost 2-3 %. At 8 bits the chain's latency shows, and each block is checksummed after it
+    is decoded, in three streams (about 3 % either way: the instruction's throughput)."""
     rows = out.shape[0]
     per_block = (rows + n_blocks - 1) // n_blocks
-    row_bytes = n * bits // 8
+    row_words = n * bits // 64
+    shortest = per_block * row_words * 8
+    third, join_b, join_a = span_constants(shortest)
     words = packed[: 8 * (packed.size // 8)].view(np.uint64)
     partial = np.zeros(n_blocks, np.uint32)
     lengths = np.zeros(n_blocks, np.int64)
     for b in numba.prange(n_blocks):
         lut = np.empty(256, np.float32)
         first, last = min(rows, b * per_block), min(rows, (b + 1) * per_block)
-        start = np.uint64(0xFFFFFFFF) if b == 0 else np.uint64(0)
-        partial[b] = np.uint32(_rows_words(packed, words, lut, scales, offsets, bits, n, group, out, first, last,
-                                           start, True))
-        lengths[b] = (last - first) * row_bytes
+        reg = np.uint64(0xFFFFFFFF) if b == 0 else np.uint64(0)
+        for r in range(first, last):
+            out_row = out[r]
+            for g in range(scales.shape[1]):
+                j = g * group
+                w0, count = r * row_words + j * bits // 64, min(group, n - j)
+                if bits == 8:
+                    _group_words(packed, words, lut, scales[r, g], offsets[r, g], bits, w0, out_row, j, count,
+                                 np.uint64(0))
+                else:
+                    reg = _group_words_crc(packed, words, lut, scales[r, g], offsets[r, g], bits, w0, out_row, j,
+                                           count, reg)
+        if bits == 8:
+            reg = np.uint64(block_span(packed, first * row_words * 8, last * row_words * 8, b == 0, shortest, third,
+                                       join_b, join_a))
+        partial[b] = np.uint32(reg)
+        lengths[b] = (last - first) * row_words * 8
     return join(partial, lengths)
 
 
