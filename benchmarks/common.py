@@ -67,10 +67,27 @@ def interleaved_times(fns: dict[str, Callable[[], Any]], rounds: int = 25) -> di
     return times
 
 
-def paired_overhead(times: dict[str, list[float]], base: str) -> dict[str, float]:
+def paired_overhead(times: dict[str, list[float]], base: str | tuple[str, ...]) -> dict[str, float]:
     """Median over rounds of each path's time over ``base``'s time in the same round, minus one: the
-    systematic cost of a path next to its base, robust to the drift between rounds that moves both."""
-    return {name: float(np.median(np.asarray(ts) / np.asarray(times[base]))) - 1 for name, ts in times.items()}
+    systematic cost of a path next to its base, robust to the drift between rounds that moves both. ``base`` may
+    name several paths (the same call measured twice): their mean in each round is the base."""
+    ref = _base_times(times, base)
+    return {name: float(np.median(np.asarray(ts) / ref)) - 1 for name, ts in times.items()}
+
+
+def paired_interval(times: dict[str, list[float]], name: str, base: str | tuple[str, ...],
+                    level: float = 0.95, draws: int = 2000) -> tuple[float, float]:
+    """A bootstrap interval (``level``, resampling the rounds) of :func:`paired_overhead` for ``name``."""
+    ratios = np.asarray(times[name]) / _base_times(times, base)
+    rng = np.random.default_rng(0)
+    medians = np.median(rng.choice(ratios, (draws, ratios.size)), axis=1)
+    lo, hi = np.quantile(medians, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo) - 1, float(hi) - 1
+
+
+def _base_times(times: dict[str, list[float]], base: str | tuple[str, ...]) -> np.ndarray:
+    names = (base,) if isinstance(base, str) else base
+    return np.mean([np.asarray(times[n]) for n in names], axis=0)
 
 
 def real_stack(min_bytes: int, width: int = 4096) -> np.ndarray:

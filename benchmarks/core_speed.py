@@ -25,17 +25,17 @@ from tensorpress.core.encoded import Encoded
 from tensorpress.kernels import get_kernel
 
 try:
-    from benchmarks.common import best_time, interleaved_times, paired_overhead, print_table, real_stack, write_results
+    from benchmarks import common as bench
 except ImportError:  # run as a script from the benchmarks folder
-    from common import best_time, interleaved_times, paired_overhead, print_table, real_stack, write_results  # type: ignore[no-redef]
+    import common as bench  # type: ignore[no-redef]
 
 GB = 1e9
 
 
 def bandwidth(x: np.ndarray) -> dict[str, Any]:
     dst = np.empty_like(x)
-    t_pre = best_time(lambda: np.copyto(dst, x))
-    t_new = best_time(lambda: np.copyto(np.empty_like(x), x))
+    t_pre = bench.best_time(lambda: np.copyto(dst, x))
+    t_new = bench.best_time(lambda: np.copyto(np.empty_like(x), x))
     return {"method": "np.copyto (preallocated)", "side": "reference", "seconds": t_pre,
             "gb_per_s": x.nbytes / t_pre / GB, "note": f"into a fresh array: {x.nbytes / t_new / GB:.2f} GB/s"}
 
@@ -65,24 +65,34 @@ def quant_case(spec: str, x: np.ndarray, copy_gbps: float, workdir: Path) -> lis
     tp.save(path, {"w": enc}, progress=False)
     container = tp.open(path)
     # interleaved rounds: the overheads are a few percent, below the drift of timing each path on its own, so
-    # each is also read as the median of its time over the bare codec's time in the same round
-    times = interleaved_times({
+    # each is read as the median of its time over the bare codec's in the same round. The bare codec runs twice
+    # per round and their mean is the base; the two against each other ("codec.decode again") show how far an
+    # identical call strays here, the floor under which an overhead cannot be told from noise.
+    times = bench.interleaved_times({
         "kernel": lambda: kernel(enc.parts["codes"], scales, offsets, codec.bits, x.shape[1], g),
         "codec": lambda: codec.decode(enc),
+        "codec again": lambda: codec.decode(enc),
         "blob": lambda: Encoded.from_bytes(blob).decode(),
         "container": lambda: container.read("w"),
         "zarr": lambda: container["w"][...],
-    }, rounds=40)
-    paired = paired_overhead(times, "codec")
+    }, rounds=QUANT_ROUNDS)
+    base = ("codec", "codec again")
+    paired = bench.paired_overhead(times, base)
+    paired["codec again"] = bench.paired_overhead(times, "codec")["codec again"]  # the identical call against the first
     t = {name: min(ts) for name, ts in times.items()}
-    t_codec = t["codec"]
+    t_codec = min(t["codec"], t["codec again"])
     out_bytes = x.nbytes
-    for what, key in (("numba kernel", "kernel"), ("codec.decode", "codec"), ("blob → decode", "blob"),
-                      ("container read", "container"), ("zarr array [...]", "zarr")):
+    for what, key in (("numba kernel", "kernel"), ("codec.decode", "codec"), ("codec.decode again", "codec again"),
+                      ("blob → decode", "blob"), ("container read", "container"), ("zarr array [...]", "zarr")):
+        lo, hi = bench.paired_interval(times, key, "codec" if key == "codec again" else base)
         rows.append({"method": f"{spec} {what}", "side": "ours", "seconds": t[key],
                      "gb_per_s": out_bytes / t[key] / GB, "vs_copyto": out_bytes / t[key] / GB / copy_gbps,
-                     "overhead_vs_codec": paired[key], "overhead_vs_codec_of_best": t[key] / t_codec - 1, **quality})
+                     "overhead_vs_codec": paired[key], "overhead_ci95_low": lo, "overhead_ci95_high": hi,
+                     "overhead_vs_codec_of_best": t[key] / t_codec - 1, **quality})
     return rows
+
+
+QUANT_ROUNDS = 80
 
 
 def lossless_rows(x: np.ndarray) -> list[dict[str, Any]]:
@@ -129,11 +139,11 @@ def lossless_case(x: np.ndarray, spec: str, lib_encode: Any, lib_decode: Any, li
     }
     if lib_decode_into is not None:
         fns["decode library into buffer"] = lambda: lib_decode_into(lib_blob)
-    times = interleaved_times(fns, rounds=9)
-    paired_enc = paired_overhead(times, "encode library")
-    paired_dec = paired_overhead(times, "decode library")
-    paired_call = paired_overhead(times, "compress call")
-    paired_into = paired_overhead(times, "decode library into buffer") if lib_decode_into is not None else None
+    times = bench.interleaved_times(fns, rounds=9)
+    paired_enc = bench.paired_overhead(times, "encode library")
+    paired_dec = bench.paired_overhead(times, "decode library")
+    paired_call = bench.paired_overhead(times, "compress call")
+    paired_into = bench.paired_overhead(times, "decode library into buffer") if lib_decode_into is not None else None
     rows = []
     for side, blob_len, enc_key, dec_key in (
         ("library", len(lib_blob), "encode library", "decode library"),
@@ -158,25 +168,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=64, help="buffer size in MB (>= 64 keeps caches honest)")
     args = parser.parse_args()
-    x = real_stack(args.mb << 20)
+    x = bench.real_stack(args.mb << 20)
     print(f"buffer: {x.shape} float32, {x.nbytes / 2**20:.0f} MiB of stacked real images and measurements")
     bw = bandwidth(x)
     print(f"np.copyto: {bw['gb_per_s']:.2f} GB/s ({bw['note']})")
     with tempfile.TemporaryDirectory() as tmp:
         qrows = quant_rows(x, bw["gb_per_s"], Path(tmp))
-    print_table(qrows, ["method", "gb_per_s", "vs_copyto", "overhead_vs_codec", "overhead_vs_codec_of_best",
-                        "bits_per_element", "max_abs_error"])
+    bench.print_table(qrows, ["method", "gb_per_s", "vs_copyto", "overhead_vs_codec", "overhead_ci95_low",
+                        "overhead_ci95_high", "overhead_vs_codec_of_best", "bits_per_element", "max_abs_error"])
     lrows = lossless_rows(x)
-    print_table(lrows, ["method", "side", "ratio", "encode_gb_per_s", "decode_gb_per_s", "encode_time_vs_library",
+    bench.print_table(lrows, ["method", "side", "ratio", "encode_gb_per_s", "decode_gb_per_s", "encode_time_vs_library",
                         "decode_time_vs_library", "decode_time_vs_library_into_buffer",
                         "encode_time_vs_own_compress_call"])
     kernel_vs_copy = [r["vs_copyto"] for r in qrows if r["method"].endswith("numba kernel")]
-    container_overhead = [r["overhead_vs_codec"] for r in qrows if r["method"].endswith("container read")]
+    containers = [r for r in qrows if r["method"].endswith("container read")]
+    repeats = [r for r in qrows if r["method"].endswith("codec.decode again")]
     ours = [r for r in lrows if r["side"] == "ours"]
     as_bytes = [r for r in lrows if r["side"] == "ours (to_bytes)"]
     summary = {
         "quant_numba_decode_vs_copyto_min": min(kernel_vs_copy),
-        "container_overhead_vs_codec_max": max(container_overhead),
+        "container_overhead_vs_codec_max": max(r["overhead_vs_codec"] for r in containers),
+        "container_overhead_ci95_high_max": max(r["overhead_ci95_high"] for r in containers),
+        "identical_call_overhead_abs_max": max(abs(r["overhead_vs_codec"]) for r in repeats),
         "lossless_encode_time_vs_library_max": max(r["encode_time_vs_library"] for r in ours),
         "lossless_decode_time_vs_library_max": max(r["decode_time_vs_library"] for r in ours),
         "lossless_encode_to_bytes_time_vs_library_max": max(r["encode_time_vs_library"] for r in as_bytes),
@@ -186,7 +199,7 @@ def main() -> None:
         "buffer_mib": x.nbytes / 2**20,
     }
     print({k: round(v, 4) if isinstance(v, float) and math.isfinite(v) else v for k, v in summary.items()})
-    path = write_results("core_speed", [bw, *qrows, *lrows], {"summary": summary})
+    path = bench.write_results("core_speed", [bw, *qrows, *lrows], {"summary": summary})
     print(f"wrote {path}")
 
 
