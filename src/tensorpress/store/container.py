@@ -423,8 +423,8 @@ class Container(Mapping[str, Any]):
     def _chunk_bytes(self, name: str, tensor: _Tensor, *, mapped: bool) -> Any:
         """The stored bytes of a tensor's first chunk, or None where none was written. A directory container's
         chunk file is read directly; ``mapped`` memory-maps it instead, so parts are decoded in place with no copy
-        at all — for short-lived use only (each mapping holds a file descriptor). Containers are written by
-        renaming a finished directory, never rewritten in place, so a mapping stays valid."""
+        at all (the descriptor is closed once mapped; the mapping lives as long as the arrays viewing it). Containers
+        are written by renaming a finished directory, never rewritten in place, so a mapping stays valid."""
         file = tensor.chunk_file
         if file is not None:
             if not mapped:
