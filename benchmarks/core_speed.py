@@ -175,11 +175,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         qrows = quant_rows(x, bw["gb_per_s"], Path(tmp))
     bench.print_table(qrows, ["method", "gb_per_s", "vs_copyto", "overhead_vs_codec", "overhead_ci95_low",
-                        "overhead_ci95_high", "overhead_vs_codec_of_best", "bits_per_element", "max_abs_error"])
+                              "overhead_ci95_high", "overhead_vs_codec_of_best", "bits_per_element", "max_abs_error"])
     lrows = lossless_rows(x)
-    bench.print_table(lrows, ["method", "side", "ratio", "encode_gb_per_s", "decode_gb_per_s", "encode_time_vs_library",
-                        "decode_time_vs_library", "decode_time_vs_library_into_buffer",
-                        "encode_time_vs_own_compress_call"])
+    bench.print_table(lrows, ["method", "side", "ratio", "encode_gb_per_s", "decode_gb_per_s",
+                              "encode_time_vs_library", "decode_time_vs_library", "decode_time_vs_library_into_buffer",
+                              "encode_time_vs_own_compress_call"])
     kernel_vs_copy = [r["vs_copyto"] for r in qrows if r["method"].endswith("numba kernel")]
     containers = [r for r in qrows if r["method"].endswith("container read")]
     repeats = [r for r in qrows if r["method"].endswith("codec.decode again")]

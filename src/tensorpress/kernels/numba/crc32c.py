@@ -121,7 +121,7 @@ def _shift(crc, nbytes):  # crc · x^(8·nbytes) mod P: the register carried ove
 
 
 @numba.njit(cache=True, nogil=True)
-def span(data, start, stop, crc):  # register after data[start:stop] from ``crc``; no final xor
+def _span(data, start, stop, crc):  # register after data[start:stop] from ``crc``; no final xor
     third, join_b, join_a = span_constants(stop - start)
     return span_fixed(data, start, stop, crc, third, join_b, join_a)
 
@@ -136,7 +136,7 @@ def span_constants(shortest):  # for spans of >= ``shortest`` bytes: (third, x^(
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def span_fixed(data, start, stop, crc, third, join_b, join_a):  # numba infers the types
-    """:func:`span` for many spans of at least one length (a kernel's row blocks): the three streams cover
+    """:func:`_span` for many spans of at least one length (a kernel's row blocks): the three streams cover
     ``third`` words each, joined with the precomputed powers of :func:`span_constants` (no per-span
     exponentiation); the rest runs as one stream."""
     words = data[start:start + 8 * ((stop - start) // 8)].view(np.uint64)
@@ -166,7 +166,7 @@ def block_span(data, start, stop, first, shortest, third, join_b, join_a):  # nu
     reg = np.uint32(0xFFFFFFFF) if first else np.uint32(0)
     if stop - start >= shortest:
         return span_fixed(data, start, stop, reg, third, join_b, join_a)
-    return span(data, start, stop, reg)
+    return _span(data, start, stop, reg)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -188,7 +188,7 @@ def crc32c(data: Any, pool: Any = None, pieces: int = 1) -> int:
     bounds = [view.size * i // pieces for i in range(pieces + 1)]
 
     def piece(i: int) -> Any:
-        return span(view, bounds[i], bounds[i + 1], 0xFFFFFFFF if i == 0 else 0)
+        return _span(view, bounds[i], bounds[i + 1], 0xFFFFFFFF if i == 0 else 0)
 
     regs = list(pool.map(piece, range(pieces))) if pieces > 1 else [piece(0)]
     return int(join(np.array(regs, np.uint32), np.diff(np.array(bounds, np.int64))))

@@ -5,9 +5,9 @@ The layout is the one documented in :mod:`tensorpress.kernels.reference.quant`. 
 arithmetic per value is the reference's ``float32(code) * scale + offset``, so results match it exactly.
 Where every group's codes fill whole 64-bit words (2, 4 or 8 bits, the usual groups), a word-wise loop runs
 (:func:`word_aligned`); other layouts walk the bit stream. The checked variants also return the CRC-32C of
-the codes: the word-wise loop feeds each word to a ``crc32`` chain as it decodes it, the bit-stream walk
-checksums each row block right after decoding it. The stored parameters are converted (and checked) by
-:func:`parameters` / ``parameters_crc``.
+the codes: below 8 bits the word-wise loop feeds each word to a ``crc32`` chain as it decodes it; at 8 bits,
+and in the bit-stream walk, each row block is checksummed right after it is decoded. The stored parameters
+are converted (and checked) by :func:`parameters` / ``parameters_crc``.
 """
 
 from __future__ import annotations
@@ -136,32 +136,41 @@ def _group_words_crc(packed, words, lut, scale, offset, bits, w0, out_row, j, co
     return reg
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _rows_words(packed, words, lut, scales, offsets, bits, n, group, out, first, last):  # numba infers the types
+    """Rows ``first..last`` by :func:`_group_words`; returns the register, which keeps its chain (and the scalar
+    loop) alive: without the return it measured 6 % slower at 4 bits."""
+    row_words = n * bits // 64
+    reg = np.uint64(0)
+    for r in range(first, last):
+        out_row = out[r]
+        for g in range(scales.shape[1]):
+            j = g * group
+            reg = _group_words(packed, words, lut, scales[r, g], offsets[r, g], bits, r * row_words + j * bits // 64,
+                               out_row, j, min(group, n - j), reg)
+    return reg
+
+
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _dequant_words(packed, scales, offsets, bits, n, group, out, n_blocks):  # numba infers the types
     """Decode where every group's codes fill whole 64-bit words (see :func:`word_aligned`), parallel over
     ``n_blocks`` row blocks."""
     rows = out.shape[0]
     per_block = (rows + n_blocks - 1) // n_blocks
-    row_words = n * bits // 64
     words = packed[: 8 * (packed.size // 8)].view(np.uint64)
     for b in numba.prange(n_blocks):
         lut = np.empty(256, np.float32)
-        reg = np.uint64(0)
-        for r in range(min(rows, b * per_block), min(rows, (b + 1) * per_block)):
-            out_row = out[r]
-            for g in range(scales.shape[1]):
-                j = g * group
-                reg = _group_words(packed, words, lut, scales[r, g], offsets[r, g], bits,
-                                   r * row_words + j * bits // 64, out_row, j, min(group, n - j), reg)
+        _rows_words(packed, words, lut, scales, offsets, bits, n, group, out, min(rows, b * per_block),
+                    min(rows, (b + 1) * per_block))
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _dequant_words_crc(packed, scales, offsets, bits, n, group, out, n_blocks):  # numba infers the types
     """:func:`_dequant_words`, and the CRC-32C of ``packed`` (exactly the rows' bytes), block by block, the blocks
     joined at the end. Below 8 bits each word runs through one ``crc32`` chain as it is decoded (decoding a word
-    takes longer than the instruction's latency): 0-1 % over the plain decode, where checksumming each block
-    after decoding it cost 2-3 %. At 8 bits the chain's latency shows, and each block is checksummed after it
-    is decoded, in three streams (about 3 % either way: the instruction's throughput)."""
+    takes longer than the instruction's latency): 0-2.5 % over the plain decode, where checksumming each block
+    after decoding it cost 2-4.5 %. At 8 bits the chain's latency shows, and each block is checksummed after it
+    is decoded, in three streams (1.5-2 %, against 2-4 % for the chain: the instruction's throughput)."""
     rows = out.shape[0]
     per_block = (rows + n_blocks - 1) // n_blocks
     row_words = n * bits // 64
@@ -173,22 +182,19 @@ def _dequant_words_crc(packed, scales, offsets, bits, n, group, out, n_blocks): 
     for b in numba.prange(n_blocks):
         lut = np.empty(256, np.float32)
         first, last = min(rows, b * per_block), min(rows, (b + 1) * per_block)
-        reg = np.uint64(0xFFFFFFFF) if b == 0 else np.uint64(0)
-        for r in range(first, last):
-            out_row = out[r]
-            for g in range(scales.shape[1]):
-                j = g * group
-                w0, count = r * row_words + j * bits // 64, min(group, n - j)
-                if bits == 8:
-                    _group_words(packed, words, lut, scales[r, g], offsets[r, g], bits, w0, out_row, j, count,
-                                 np.uint64(0))
-                else:
-                    reg = _group_words_crc(packed, words, lut, scales[r, g], offsets[r, g], bits, w0, out_row, j,
-                                           count, reg)
         if bits == 8:
-            reg = np.uint64(block_span(packed, first * row_words * 8, last * row_words * 8, b == 0, shortest, third,
-                                       join_b, join_a))
-        partial[b] = np.uint32(reg)
+            _rows_words(packed, words, lut, scales, offsets, bits, n, group, out, first, last)
+            partial[b] = block_span(packed, first * row_words * 8, last * row_words * 8, b == 0, shortest, third,
+                                    join_b, join_a)
+        else:
+            reg = np.uint64(0xFFFFFFFF) if b == 0 else np.uint64(0)
+            for r in range(first, last):
+                out_row = out[r]
+                for g in range(scales.shape[1]):
+                    j = g * group
+                    reg = _group_words_crc(packed, words, lut, scales[r, g], offsets[r, g], bits,
+                                           r * row_words + j * bits // 64, out_row, j, min(group, n - j), reg)
+            partial[b] = np.uint32(reg)
         lengths[b] = (last - first) * row_words * 8
     return join(partial, lengths)
 
@@ -199,7 +205,7 @@ def word_aligned(bits: int, n: int, group: int) -> bool:
     return bits in (2, 4, 8) and n % (64 // bits) == 0 and group % (64 // bits) == 0
 
 
-_WORD_BLOCKS = 64  # row blocks of the word-wise decode (the checked one checksums each block in cache)
+_WORD_BLOCKS = 64  # row blocks of the word-wise decode (each one CRC register in the checked decode)
 
 
 @kernel("quant", "decode", "numba")
