@@ -17,7 +17,7 @@ import pytest
 import zarr
 
 import tensorpress as tp
-from tensorpress.core import ContainerError, InputError, SpecError, build, config_of
+from tensorpress.core import BlobError, ContainerError, InputError, SpecError, build, config_of
 from tensorpress.store import Container, TensorpressCodec, TensorpressNumcodecs, save
 from tensorpress.store import container as container_module
 
@@ -216,6 +216,18 @@ def test_encoded_is_stored_byte_for_byte(tmp_path: Path, camera: np.ndarray, dis
     tp.save(zipped, {"w": enc}, progress=False)
     with tp.open(zipped) as c:
         assert c.encoded("w").to_bytes() == enc.to_bytes()
+
+
+def test_container_reads_under_the_decode_limit_it_was_opened_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, camera: np.ndarray
+) -> None:
+    save(tmp_path / "c.zarr", {"img": camera}, spec="zstd", progress=False)
+    monkeypatch.setenv("TENSORPRESS_MAX_DECODE_BYTES", str(camera.nbytes - 1))
+    with tp.open(tmp_path / "c.zarr") as c, pytest.raises(BlobError, match="over the limit"):
+        c.read("img")
+    monkeypatch.setenv("TENSORPRESS_MAX_DECODE_BYTES", str(camera.nbytes))
+    with tp.open(tmp_path / "c.zarr") as c:
+        assert np.array_equal(c.read("img"), camera)
 
 
 def test_policy_globs_and_skip(tmp_path: Path, tensors: dict[str, Any]) -> None:

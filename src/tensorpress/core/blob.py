@@ -211,8 +211,11 @@ def dumps_array(enc: Encoded) -> np.ndarray:
     return out
 
 
-def loads(data: bytes | bytearray | memoryview, *, verify: bool = True, _depth: int = 0) -> Encoded:
-    """Parse a blob; raises :class:`BlobError` saying what is wrong with a bad one."""
+def loads(data: bytes | bytearray | memoryview, *, verify: bool = True, limit: int | None = None,
+          _depth: int = 0) -> Encoded:
+    """Parse a blob; raises :class:`BlobError` saying what is wrong with a bad one. ``limit``: the largest
+    decoded size a blob may declare, by default :func:`~tensorpress.core.encoded.max_decode_bytes` now (a reader
+    of many blobs, such as a container, looks it up once)."""
     try:
         view = memoryview(data).cast("B").toreadonly()
     except TypeError as exc:
@@ -245,7 +248,8 @@ def loads(data: bytes | bytearray | memoryview, *, verify: bool = True, _depth: 
     if head.total > view.nbytes:
         raise BlobError(f"blob is truncated: header declares {head.total} bytes, got {view.nbytes}")
     view = view[: head.total]
-    limit = max_decode_bytes()
+    if limit is None:
+        limit = max_decode_bytes()
     if head.decoded_bytes > limit:
         raise BlobError(
             f"blob declares a decoded size of {head.decoded_bytes} bytes, over the limit of "
@@ -259,13 +263,12 @@ def loads(data: bytes | bytearray | memoryview, *, verify: bool = True, _depth: 
             pending[name] = crc  # checked on first access, or by a decode kernel that reads it anyway
         elif verify and _crc(buf, reading=True) != crc:
             raise BlobError(f"blob part {name!r} is corrupt: checksum mismatch")
-        if kind == "array":
-            arr = np.frombuffer(buf, dtype=pdtype) if n else np.empty(0, pdtype)
-            parts[name] = arr.reshape(pshape)
+        if kind == "array":  # one call makes the view: cheaper than frombuffer + reshape on a cold cache
+            parts[name] = np.ndarray(pshape, pdtype, view, off) if n else np.empty(pshape, pdtype)
         elif kind == "bytes":
             parts[name] = buf
         else:
-            parts[name] = loads(buf, verify=verify, _depth=_depth + 1)
+            parts[name] = loads(buf, verify=verify, limit=limit, _depth=_depth + 1)
     meta = copy.deepcopy(head.meta) if head.meta else {}
     return Encoded(head.codec, head.shape, head.dtype, CheckedParts(parts, pending) if pending else parts, meta)
 

@@ -41,9 +41,10 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import LocalStore, ZipStore
 
+from ..core.blob import loads
 from ..core.codec import Codec, build
 from ..core.dtypes import ML_DTYPE_NAMES, as_array, dtype_from_str
-from ..core.encoded import Encoded
+from ..core.encoded import Encoded, max_decode_bytes
 from ..core.errors import ContainerError
 from ..core.metrics import bits_per_element, compression_ratio
 from .zarr_codec import TensorpressCodec
@@ -316,7 +317,8 @@ class Container(Mapping[str, Any]):
     """A container opened read-only: ``c[name]`` is the lazy zarr array (slices decode chunk by chunk).
 
     bfloat16/fp8 tensors come as a :class:`BitPatternArray`, a lazy view with the real dtype. Use as a
-    context manager, or call :meth:`close`, to release a ``.zip`` file.
+    context manager, or call :meth:`close`, to release a ``.zip`` file. :meth:`read` and :meth:`encoded` refuse
+    a blob that declares more than ``TENSORPRESS_MAX_DECODE_BYTES`` as the environment had it at opening.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -343,6 +345,7 @@ class Container(Mapping[str, Any]):
         self._names = self._list_names()
         self._arrays: dict[str, zarr.Array] = {}
         self._tensors: dict[str, _Tensor] = {}
+        self._limit = max_decode_bytes()  # read once: the environment lookup costs tens of µs on a cold cache
 
     def _list_names(self) -> list[str]:
         meta = self._group.attrs.get(ATTR)
@@ -397,15 +400,14 @@ class Container(Mapping[str, Any]):
 
     def encoded(self, name: str) -> Encoded:
         """The stored :class:`Encoded` of a single-chunk tensor, not decoded (what ``save`` was given)."""
-        return self._encoded(name, mapped=False)
+        return self._encoded(name, self._tensor(name), mapped=False)
 
-    def _encoded(self, name: str, *, mapped: bool) -> Encoded:
-        tensor = self._tensor(name)
+    def _encoded(self, name: str, tensor: _Tensor, *, mapped: bool) -> Encoded:
         codec = tensor.codec
         if tensor.size and tensor.single_chunk:  # the common case, on the plan alone
             data = self._chunk_bytes(name, tensor, mapped=mapped)
             if data is not None:
-                return Encoded.from_bytes(data)
+                return loads(data, limit=self._limit)
         arr = self._array(name)
         if codec is None:
             raise ContainerError(f"{self.path}: {name!r} is not stored with the tensorpress codec alone")
@@ -452,8 +454,9 @@ class Container(Mapping[str, Any]):
     def read(self, name: str) -> np.ndarray:
         """The whole tensor, decoded. A single-chunk tensor is decoded straight from its blob, which saves the
         copy zarr makes from the decoded chunk into its output array; several chunks go through zarr."""
-        if self._tensor(name).single_chunk:
-            out = self._encoded(name, mapped=True).decode()
+        tensor = self._tensor(name)
+        if tensor.single_chunk:
+            out = self._encoded(name, tensor, mapped=True).decode()
             # a codec may hand back a view of the stored parts: give the caller memory of its own
             return out if out.flags.writeable else out.copy()
         return np.asarray(self[name][...])
