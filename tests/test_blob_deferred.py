@@ -41,6 +41,23 @@ def test_sliced_crc_matches_google_crc32c(camera: np.ndarray, n: int) -> None:
 
 
 @pytest.mark.skipif(not crc_kernel.available(), reason="no crc32 instruction on this CPU")
+def test_join_of_pieces_matches_google_crc32c(camera: np.ndarray) -> None:
+    """Pieces of random lengths (empty ones and ones under the five bytes a power of x needs included) and of
+    equal lengths, as a kernel's blocks are, joined into the CRC of the whole."""
+    data = camera.ravel()
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n = int(rng.integers(0, 5000))
+        pieces = int(rng.integers(1, 70))
+        cuts = (np.arange(1, pieces) * (n // pieces) if trial % 2 else
+                np.sort(rng.integers(0, n + 1, pieces - 1)))
+        bounds = np.concatenate([[0], cuts, [n]]).astype(np.int64)
+        regs = np.array([crc_kernel._span(data, bounds[i], bounds[i + 1], 0xFFFFFFFF if i == 0 else 0)
+                         for i in range(pieces)], np.uint32)
+        assert crc_kernel.join(regs, np.diff(bounds)) == google_crc32c.value(data[:n].tobytes())
+
+
+@pytest.mark.skipif(not crc_kernel.available(), reason="no crc32 instruction on this CPU")
 @pytest.mark.parametrize("bits", [2, 3, 4, 5, 8])
 @pytest.mark.parametrize("rows, n", [(1, 7), (3, 100), (63, 131), (65, 512), (200, 37), (512, 96), (9, 40), (9, 80)])
 def test_checked_decode_kernel_matches_plain_decode_and_crc(camera: np.ndarray, bits: int, rows: int,

@@ -172,10 +172,21 @@ def block_span(data, start, stop, first, shortest, third, join_b, join_a):  # nu
 @numba.njit(cache=True, nogil=True)
 def join(partial, lengths):  # numba infers the types
     """CRC-32C of consecutive pieces from their registers (the first started from ~0, the others from 0) and
-    byte lengths, the final xor applied."""
+    byte lengths, the final xor applied. A kernel's blocks share one length but the last: the power of x for a
+    length is computed once and applied with the carry-less multiply (a bit-serial shift per block cost
+    ~0.7 µs each, 46 µs for 64 blocks, on the reading thread after the parallel decode)."""
     crc = np.uint32(partial[0])
+    length = -1
+    power = np.uint32(0)
     for b in range(1, partial.size):
-        crc = _shift(crc, lengths[b]) ^ np.uint32(partial[b])
+        if lengths[b] < 5:  # x^(8·n - 33) needs 8·n >= 33
+            crc = _shift(crc, lengths[b])
+        else:
+            if lengths[b] != length:
+                length = lengths[b]
+                power = _xpow(np.uint64(8) * np.uint64(length) - np.uint64(33))
+            crc = _times(crc, power)
+        crc ^= np.uint32(partial[b])
     return crc ^ np.uint32(0xFFFFFFFF)
 
 
