@@ -51,19 +51,21 @@ def best_time(fn: Callable[[], Any], repeat: int = 7, warmup: int = 1) -> float:
     return min(times)
 
 
-def interleaved_times(fns: dict[str, Callable[[], Any]], rounds: int = 25) -> dict[str, list[float]]:
+def interleaved_times(fns: dict[str, Callable[[], Any]], rounds: int = 25, seed: int = 0) -> dict[str, list[float]]:
     """Wall times of each ``fn`` over ``rounds`` rounds that call every one in turn, so a burst of other work (or
-    a slow page-fault phase) hits them alike; the order rotates each round so none always runs after the same
-    neighbour. One warm-up call each first."""
+    a slow page-fault phase) hits them alike. Each round runs them in a fresh random order (seeded): what one
+    call leaves behind (freed memory, evicted caches) falls on a different neighbour each round. One warm-up
+    call each first."""
     for fn in fns.values():
         fn()
     names = list(fns)
+    rng = np.random.default_rng(seed)
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+    for _ in range(rounds):
+        for i in rng.permutation(len(names)):
             t = time.perf_counter()
-            fns[name]()
-            times[name].append(time.perf_counter() - t)
+            fns[names[i]]()
+            times[names[i]].append(time.perf_counter() - t)
     return times
 
 
@@ -76,11 +78,18 @@ def paired_overhead(times: dict[str, list[float]], base: str | tuple[str, ...]) 
 
 
 def paired_interval(times: dict[str, list[float]], name: str, base: str | tuple[str, ...],
-                    level: float = 0.95, draws: int = 2000) -> tuple[float, float]:
-    """A bootstrap interval (``level``, resampling the rounds) of :func:`paired_overhead` for ``name``."""
+                    level: float = 0.95, draws: int = 2000, groups: Any = None) -> tuple[float, float]:
+    """A bootstrap interval (``level``) of :func:`paired_overhead` for ``name``. ``groups`` labels each round
+    with the process that measured it: processes are resampled, then rounds within each, so the spread between
+    processes (memory layout, what else the machine ran) widens the interval as it should."""
     ratios = np.asarray(times[name]) / _base_times(times, base)
+    labels = np.zeros(ratios.size, np.int64) if groups is None else np.asarray(groups)
+    members = [np.flatnonzero(labels == g) for g in np.unique(labels)]
     rng = np.random.default_rng(0)
-    medians = np.median(rng.choice(ratios, (draws, ratios.size)), axis=1)
+    medians = np.empty(draws)
+    for d in range(draws):
+        picked = rng.integers(0, len(members), len(members))
+        medians[d] = np.median(np.concatenate([ratios[rng.choice(members[p], members[p].size)] for p in picked]))
     lo, hi = np.quantile(medians, [(1 - level) / 2, (1 + level) / 2])
     return float(lo) - 1, float(hi) - 1
 

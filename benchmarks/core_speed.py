@@ -10,7 +10,10 @@ read, not assertions.
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -42,20 +45,21 @@ def bandwidth(x: np.ndarray) -> dict[str, Any]:
 
 QUANT_SPECS = ("quant(bits=4, group=128)", "quant(bits=8, group=128)", "quant(bits=3, group=64)",
                "quant(bits=4, group=32, symmetric=true)")
+QUANT_PATHS = (("numba kernel", "kernel"), ("codec.decode", "codec"), ("codec.decode again", "codec again"),
+               ("blob → decode", "blob"), ("container read", "container"), ("zarr array [...]", "zarr"))
+# The overheads are a few percent. Within one process, interleaved rounds pin them down to about a percent, but
+# two processes differ by more than that (where the buffers landed in memory, what else the machine ran), so
+# the rounds of several processes are pooled.
+QUANT_PROCESSES = 5
+QUANT_ROUNDS = 30  # per process
 
 
-def quant_rows(x: np.ndarray, copy_gbps: float, workdir: Path) -> list[dict[str, Any]]:
-    return [row for spec in QUANT_SPECS for row in quant_case(spec, x, copy_gbps, workdir)]
-
-
-def quant_case(spec: str, x: np.ndarray, copy_gbps: float, workdir: Path) -> list[dict[str, Any]]:
-    rows = []
+def quant_measure(spec: str, x: np.ndarray, workdir: Path, rounds: int, seed: int) -> dict[str, Any]:
+    """One process's interleaved rounds of every decode path of ``spec`` on ``x``, and the codec's quality."""
     codec = tp.spec(spec)
     enc = codec.encode(x)
     blob = enc.to_bytes()
     y = codec.decode(enc)
-    quality = {"max_abs_error": metrics.max_abs_error(x, y), "rmse": metrics.rmse(x, y),
-                "bits_per_element": enc.bits_per_element}
     scales = enc.parts["scales"].astype(np.float32)
     offsets = (enc.parts["mins"].astype(np.float32) if "mins" in enc.parts
                else np.float32(-(1 << (codec.bits - 1))) * scales)
@@ -64,10 +68,9 @@ def quant_case(spec: str, x: np.ndarray, copy_gbps: float, workdir: Path) -> lis
     path = workdir / f"q{codec.bits}_{g}.zarr"
     tp.save(path, {"w": enc}, progress=False)
     container = tp.open(path)
-    # interleaved rounds: the overheads are a few percent, below the drift of timing each path on its own, so
-    # each is read as the median of its time over the bare codec's in the same round. The bare codec runs twice
-    # per round and their mean is the base; the two against each other ("codec.decode again") show how far an
-    # identical call strays here, the floor under which an overhead cannot be told from noise.
+    # each path's time is read against the bare codec's in the same round. The bare codec runs twice per round
+    # and their mean is the base; the two against each other ("codec.decode again") show how far an identical
+    # call strays here, the floor under which an overhead cannot be told from noise.
     times = bench.interleaved_times({
         "kernel": lambda: kernel(enc.parts["codes"], scales, offsets, codec.bits, x.shape[1], g),
         "codec": lambda: codec.decode(enc),
@@ -75,24 +78,49 @@ def quant_case(spec: str, x: np.ndarray, copy_gbps: float, workdir: Path) -> lis
         "blob": lambda: Encoded.from_bytes(blob).decode(),
         "container": lambda: container.read("w"),
         "zarr": lambda: container["w"][...],
-    }, rounds=QUANT_ROUNDS)
+    }, rounds=rounds, seed=seed)
+    container.close()
+    return {"times": times, "quality": {"max_abs_error": metrics.max_abs_error(x, y), "rmse": metrics.rmse(x, y),
+                                        "bits_per_element": enc.bits_per_element}}
+
+
+def quant_worker(out: Path, mb: int, rounds: int, seed: int) -> None:
+    x = bench.real_stack(mb << 20)
+    with tempfile.TemporaryDirectory() as tmp:
+        doc = {spec: quant_measure(spec, x, Path(tmp), rounds, seed) for spec in QUANT_SPECS}
+    out.write_text(json.dumps(doc))
+
+
+def quant_rows(mb: int, out_bytes: int, copy_gbps: float, processes: int, rounds: int) -> list[dict[str, Any]]:
+    """Rows of the pooled rounds of ``processes`` fresh processes, each decoding its own ``mb`` MB buffer."""
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for p in range(processes):
+            out = Path(tmp) / f"quant{p}.json"
+            subprocess.run([sys.executable, __file__, "--quant-worker", str(out), "--mb", str(mb), "--rounds",
+                            str(rounds), "--seed", str(p)], check=True)
+            runs.append(json.loads(out.read_text()))
+            print(f"quant: process {p + 1} of {processes} measured", flush=True)
+    rows = []
     base = ("codec", "codec again")
-    paired = bench.paired_overhead(times, base)
-    paired["codec again"] = bench.paired_overhead(times, "codec")["codec again"]  # the identical call against the first
-    t = {name: min(ts) for name, ts in times.items()}
-    t_codec = min(t["codec"], t["codec again"])
-    out_bytes = x.nbytes
-    for what, key in (("numba kernel", "kernel"), ("codec.decode", "codec"), ("codec.decode again", "codec again"),
-                      ("blob → decode", "blob"), ("container read", "container"), ("zarr array [...]", "zarr")):
-        lo, hi = bench.paired_interval(times, key, "codec" if key == "codec again" else base)
-        rows.append({"method": f"{spec} {what}", "side": "ours", "seconds": t[key],
-                     "gb_per_s": out_bytes / t[key] / GB, "vs_copyto": out_bytes / t[key] / GB / copy_gbps,
-                     "overhead_vs_codec": paired[key], "overhead_ci95_low": lo, "overhead_ci95_high": hi,
-                     "overhead_vs_codec_of_best": t[key] / t_codec - 1, **quality})
+    for spec in QUANT_SPECS:
+        per_run = [run[spec]["times"] for run in runs]
+        times = {k: [t for run in per_run for t in run[k]] for k in per_run[0]}
+        groups = np.repeat(np.arange(len(per_run)), [len(run["codec"]) for run in per_run])
+        paired = bench.paired_overhead(times, base)
+        paired["codec again"] = bench.paired_overhead(times, "codec")["codec again"]  # identical call vs the first
+        t = {name: min(ts) for name, ts in times.items()}
+        t_codec = min(t["codec"], t["codec again"])
+        for what, key in QUANT_PATHS:
+            against = "codec" if key == "codec again" else base
+            lo, hi = bench.paired_interval(times, key, against, groups=groups)
+            rows.append({"method": f"{spec} {what}", "side": "ours", "seconds": t[key],
+                         "gb_per_s": out_bytes / t[key] / GB, "vs_copyto": out_bytes / t[key] / GB / copy_gbps,
+                         "overhead_vs_codec": paired[key], "overhead_ci95_low": lo, "overhead_ci95_high": hi,
+                         "overhead_per_process": [round(bench.paired_overhead(run, against)[key], 5)
+                                                  for run in per_run],
+                         "overhead_vs_codec_of_best": t[key] / t_codec - 1, **runs[0][spec]["quality"]})
     return rows
-
-
-QUANT_ROUNDS = 80
 
 
 def lossless_rows(x: np.ndarray) -> list[dict[str, Any]]:
@@ -167,13 +195,20 @@ def lossless_case(x: np.ndarray, spec: str, lib_encode: Any, lib_decode: Any, li
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=64, help="buffer size in MB (>= 64 keeps caches honest)")
+    parser.add_argument("--processes", type=int, default=QUANT_PROCESSES,
+                        help="processes whose quant rounds are pooled")
+    parser.add_argument("--rounds", type=int, default=QUANT_ROUNDS, help="quant rounds per process")
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--quant-worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quant_worker:
+        quant_worker(args.quant_worker, args.mb, args.rounds, args.seed)
+        return
     x = bench.real_stack(args.mb << 20)
     print(f"buffer: {x.shape} float32, {x.nbytes / 2**20:.0f} MiB of stacked real images and measurements")
     bw = bandwidth(x)
     print(f"np.copyto: {bw['gb_per_s']:.2f} GB/s ({bw['note']})")
-    with tempfile.TemporaryDirectory() as tmp:
-        qrows = quant_rows(x, bw["gb_per_s"], Path(tmp))
+    qrows = quant_rows(args.mb, x.nbytes, bw["gb_per_s"], args.processes, args.rounds)
     bench.print_table(qrows, ["method", "gb_per_s", "vs_copyto", "overhead_vs_codec", "overhead_ci95_low",
                               "overhead_ci95_high", "overhead_vs_codec_of_best", "bits_per_element", "max_abs_error"])
     lrows = lossless_rows(x)
@@ -189,6 +224,9 @@ def main() -> None:
         "quant_numba_decode_vs_copyto_min": min(kernel_vs_copy),
         "container_overhead_vs_codec_max": max(r["overhead_vs_codec"] for r in containers),
         "container_overhead_ci95_high_max": max(r["overhead_ci95_high"] for r in containers),
+        "container_overhead_single_process_max": max(max(r["overhead_per_process"]) for r in containers),
+        "quant_processes": args.processes,
+        "quant_rounds_per_process": args.rounds,
         "identical_call_overhead_abs_max": max(abs(r["overhead_vs_codec"]) for r in repeats),
         "lossless_encode_time_vs_library_max": max(r["encode_time_vs_library"] for r in ours),
         "lossless_decode_time_vs_library_max": max(r["decode_time_vs_library"] for r in ours),
