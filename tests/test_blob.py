@@ -101,6 +101,17 @@ def test_prefix_fields(cam: np.ndarray, edit: dict[str, Any], fragment: str) -> 
         Encoded.from_bytes(pack(*raw_layout(cam), **edit))
 
 
+def test_header_checksum_is_checked_when_the_header_was_parsed_before(cam: np.ndarray) -> None:
+    """Parsed headers are kept by their text; the same text under a wrong stored checksum is still refused."""
+    blob = pack(*raw_layout(cam))
+    assert np.array_equal(load(blob), cam)  # its header is now kept
+    bad = bytearray(blob)
+    struct.pack_into("<I", bad, 12, struct.unpack_from("<I", blob, 12)[0] ^ 1)
+    with pytest.raises(BlobError, match="header is corrupt: checksum mismatch"):
+        Encoded.from_bytes(bytes(bad))
+    assert np.array_equal(load(blob), cam)
+
+
 def test_newer_minor_version_is_read(cam: np.ndarray) -> None:
     assert np.array_equal(load(pack(*raw_layout(cam), minor=9)), cam)
 
