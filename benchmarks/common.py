@@ -108,7 +108,10 @@ def on_huge_pages(a: np.ndarray) -> np.ndarray:
     import mmap
 
     size = max(a.nbytes, 1)
-    region = mmap.mmap(-1, size + (2 << 20), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MAP_ANONYMOUS"):
+        region = mmap.mmap(-1, size + (2 << 20), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    else:  # Windows: an anonymous mapping without flags
+        region = mmap.mmap(-1, size + (2 << 20))
     raw = np.frombuffer(region, np.uint8)
     start = -raw.ctypes.data % (2 << 20)
     if hasattr(mmap, "MADV_HUGEPAGE"):
