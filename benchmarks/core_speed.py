@@ -1,10 +1,13 @@
 """Foundation speed: quant decode vs memory bandwidth, blob/container overhead, zstd/blosc vs the libraries.
 
-    python benchmarks/core_speed.py [--mb 64]
+    python benchmarks/core_speed.py [--mb 64] [--processes 5] [--rounds 30]
 
 Prints ours next to the reference (np.copyto, the bare codec, the library called directly) on the same
 real-data buffer in the same run, and writes benchmarks/results/core_speed.json. Numbers are ratios to
-read, not assertions.
+read, not assertions. The quant decode paths are timed in rounds that run every path once, in a random
+order; each path's overhead is the median over rounds of its time over the bare codec's in the same round,
+pooled over several fresh processes (their memory layouts differ), with a bootstrap interval over processes
+and rounds.
 """
 
 from __future__ import annotations
