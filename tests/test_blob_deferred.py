@@ -40,6 +40,26 @@ def test_sliced_crc_matches_google_crc32c(camera: np.ndarray, n: int) -> None:
             assert crc_kernel.crc32c(data[3:], pool, pieces) == expected
 
 
+SPANS = [crc_kernel._span_streams] + ([crc_kernel._span] if crc_kernel.wide_available() else [])
+
+
+@pytest.mark.skipif(not crc_kernel.available(), reason="no crc32 instruction on this CPU")
+@pytest.mark.parametrize("span", SPANS, ids=lambda f: f.__name__)
+def test_span_from_any_register_matches_google_crc32c(camera: np.ndarray, span: object) -> None:
+    """Both engines (the three ``crc32`` streams everywhere, the fused fold and streams where the CPU has
+    ``vpclmulqdq``): any start, any length around the step and block sizes, any starting register."""
+    data = np.resize(camera.ravel(), (1 << 18) + 100)
+    rng = np.random.default_rng(1)
+    step = crc_kernel._STEP
+    lengths = [0, 1, 8, 23, 24, 25, step - 1, step, step + 1, 2 * step, 2 * step + 7, 5 * step + 100, 65536,
+               (1 << 18) + 3] + [int(n) for n in rng.integers(0, 20000, 40)]
+    for n in lengths:
+        start = int(rng.integers(0, 64))
+        reg = int(rng.integers(0, 1 << 32))
+        got = int(span(data, start, start + n, np.uint32(reg)))  # type: ignore[operator]
+        assert got ^ 0xFFFFFFFF == google_crc32c.extend(reg ^ 0xFFFFFFFF, data[start:start + n].tobytes()), n
+
+
 @pytest.mark.skipif(not crc_kernel.available(), reason="no crc32 instruction on this CPU")
 def test_join_of_pieces_matches_google_crc32c(camera: np.ndarray) -> None:
     """Pieces of random lengths (empty ones and ones under the five bytes a power of x needs included) and of
@@ -59,12 +79,14 @@ def test_join_of_pieces_matches_google_crc32c(camera: np.ndarray) -> None:
 
 @pytest.mark.skipif(not crc_kernel.available(), reason="no crc32 instruction on this CPU")
 @pytest.mark.parametrize("bits", [2, 3, 4, 5, 8])
-@pytest.mark.parametrize("rows, n", [(1, 7), (3, 100), (63, 131), (65, 512), (200, 37), (512, 96), (9, 40), (9, 80)])
+@pytest.mark.parametrize("rows, n", [(1, 7), (3, 100), (63, 131), (65, 512), (200, 37), (70, 7), (512, 96), (9, 40),
+                                     (9, 80)])
 def test_checked_decode_kernel_matches_plain_decode_and_crc(camera: np.ndarray, bits: int, rows: int,
                                                              n: int) -> None:
-    """Row blocks of every length, rows that end mid-byte, shorter last blocks, the word-wise loop (2, 4 and 8
-    bits with n a multiple of the codes per word; with a shorter last group at n = 40 and 80) and the byte-wise
-    one: the fused CRC is exact, and both
+    """Row blocks of every length, rows that end mid-byte, shorter last blocks, trailing blocks with no rows
+    before a padded last byte (70 x 7 at 3 and 5 bits), the word-wise loop (2, 4 and 8 bits with n a multiple of
+    the codes per word; with a shorter last group at n = 40 and 80) and the byte-wise one: the fused CRC is
+    exact, and both
     kernels decode what the reference does, also from codes that start at an odd address."""
     from tensorpress.kernels import get_kernel
 

@@ -6,19 +6,27 @@ arithmetic per value is the reference's ``float32(code) * scale + offset``, so r
 Where every group's codes fill whole 64-bit words (2, 4 or 8 bits, the usual groups), a word-wise loop runs
 (:func:`word_aligned`); other layouts walk the bit stream. The checked variants also return the CRC-32C of
 the codes: below 8 bits the word-wise loop feeds each word to a ``crc32`` chain as it decodes it; at 8 bits,
-and in the bit-stream walk, each row block is checksummed right after it is decoded. The stored parameters
-are converted (and checked) by :func:`parameters` / ``parameters_crc``.
+and in the bit-stream walk, each row block's codes are checksummed right before it is decoded. The stored
+parameters are converted (and checked) by :func:`parameters` / ``parameters_crc``.
+
+The decodes are serial block functions run in parallel by :func:`~._blocks.run`, not ``prange`` loops: loaded
+from Numba's cache, a ``prange`` decode is different machine code from the one compiled and measured (see
+:mod:`._blocks`), and ran up to 13 % slower.
 """
 
 from __future__ import annotations
+
+import functools
+from typing import Any
 
 import numba
 import numpy as np
 
 from ..dispatch import kernel
 from ._bits import to_f32
+from ._blocks import BLOCK, run
 from .crc32c import available as crc_available
-from .crc32c import block_span, crc_word, join, span_constants
+from .crc32c import block_span, crc32c, crc_word, join, span_constants
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -69,18 +77,6 @@ def _group_span(packed, lut, scale, offset, bits, pos, out_row, j, end):  # numb
         out_row[k] = lut[v & mask] if bits < 8 else np.float32(v & mask) * scale + offset
         pos += bits
     return pos
-
-
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _dequant(packed, scales, offsets, bits, n, group, out):  # numba infers the types
-    rows = out.shape[0]
-    for r in numba.prange(rows):
-        lut = np.empty(256, np.float32)
-        out_row = out[r]
-        pos = r * n * bits
-        for g in range(scales.shape[1]):
-            j = g * group
-            pos = _group_span(packed, lut, scales[r, g], offsets[r, g], bits, pos, out_row, j, min(j + group, n))
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -151,61 +147,161 @@ def _rows_words(packed, words, lut, scales, offsets, bits, n, group, out, first,
     return reg
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _dequant_words(packed, scales, offsets, bits, n, group, out, n_blocks):  # numba infers the types
-    """Decode where every group's codes fill whole 64-bit words (see :func:`word_aligned`), parallel over
-    ``n_blocks`` row blocks."""
-    rows = out.shape[0]
-    per_block = (rows + n_blocks - 1) // n_blocks
-    words = packed[: 8 * (packed.size // 8)].view(np.uint64)
-    for b in numba.prange(n_blocks):
-        lut = np.empty(256, np.float32)
-        _rows_words(packed, words, lut, scales, offsets, bits, n, group, out, min(rows, b * per_block),
-                    min(rows, (b + 1) * per_block))
-
-
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _dequant_words_crc(packed, scales, offsets, bits, n, group, out, n_blocks):  # numba infers the types
-    """:func:`_dequant_words`, and the CRC-32C of ``packed`` (exactly the rows' bytes), block by block, the blocks
-    joined at the end. Below 8 bits each word runs through one ``crc32`` chain as it is decoded (decoding a word
-    takes longer than the instruction's latency): 0-2.5 % over the plain decode, where checksumming each block
-    after decoding it cost 2-4.5 %. At 8 bits the chain's latency shows, and each block is checksummed after it
-    is decoded, in three streams (1.5-2 %, against 2-4 % for the chain: the instruction's throughput)."""
-    rows = out.shape[0]
-    per_block = (rows + n_blocks - 1) // n_blocks
-    row_words = n * bits // 64
-    shortest = per_block * row_words * 8
-    third, join_b, join_a = span_constants(shortest)
-    words = packed[: 8 * (packed.size // 8)].view(np.uint64)
-    partial = np.zeros(n_blocks, np.uint32)
-    lengths = np.zeros(n_blocks, np.int64)
-    for b in numba.prange(n_blocks):
-        lut = np.empty(256, np.float32)
-        first, last = min(rows, b * per_block), min(rows, (b + 1) * per_block)
-        if bits == 8:
-            _rows_words(packed, words, lut, scales, offsets, bits, n, group, out, first, last)
-            partial[b] = block_span(packed, first * row_words * 8, last * row_words * 8, b == 0, shortest, third,
-                                    join_b, join_a)
-        else:
-            reg = np.uint64(0xFFFFFFFF) if b == 0 else np.uint64(0)
-            for r in range(first, last):
-                out_row = out[r]
-                for g in range(scales.shape[1]):
-                    j = g * group
-                    reg = _group_words_crc(packed, words, lut, scales[r, g], offsets[r, g], bits,
-                                           r * row_words + j * bits // 64, out_row, j, min(group, n - j), reg)
-            partial[b] = np.uint32(reg)
-        lengths[b] = (last - first) * row_words * 8
-    return join(partial, lengths)
-
-
 def word_aligned(bits: int, n: int, group: int) -> bool:
     """True where every group of every row is whole 64-bit words of codes: 2, 4 or 8 bits, and ``n`` and
     ``group`` multiples of the codes per word (then the stream is exactly ``rows · n · bits / 8`` bytes)."""
     return bits in (2, 4, 8) and n % (64 // bits) == 0 and group % (64 // bits) == 0
 
 
-_WORD_BLOCKS = 64  # row blocks of the word-wise decode (each one CRC register in the checked decode)
+# The decode runs as row blocks (see :mod:`._blocks`). Each block function gets the codes, the float32 scales and
+# offsets, the output and an int64 parameter vector: rows, n, bits, group, groups per row, blocks, code bytes,
+# and the CRC span constants (:func:`~.crc32c.span_constants`) of the checked decode. Block ``b`` decodes rows
+# ``b·per … (b+1)·per - 1`` with ``per = ceil(rows / blocks)`` (the last ones may hold none).
+_ROWS, _N, _BITS, _GROUP, _GROUPS, _BLOCKS, _NBYTES, _COUNT, _K1, _K2 = range(10)
+_BLOCKS_MAX = 64  # row blocks of a decode (in the checked decode, each one CRC register, joined at the end)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _views(codes_p, scales_p, offsets_p, out_p, params_p, b):  # numba infers the types
+    """The buffers of a block function as arrays, with its rows ``first … last-1``."""
+    params = numba.carray(params_p, (10,), np.int64)
+    rows, n, groups, n_blocks = params[_ROWS], params[_N], params[_GROUPS], params[_BLOCKS]
+    packed = numba.carray(codes_p, (params[_NBYTES],), np.uint8)
+    scales = numba.carray(scales_p, (rows, groups), np.float32)
+    offsets = numba.carray(offsets_p, (rows, groups), np.float32)
+    out = numba.carray(out_p, (rows, n), np.float32)
+    per_block = (rows + n_blocks - 1) // n_blocks
+    return params, packed, scales, offsets, out, min(rows, b * per_block), min(rows, (b + 1) * per_block)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _stream_rows(packed, lut, scales, offsets, bits, n, group, out, first, last):  # numba infers the types
+    """Rows ``first … last-1`` by walking the bit stream (any layout)."""
+    for r in range(first, last):
+        out_row = out[r]
+        pos = r * n * bits
+        for g in range(scales.shape[1]):
+            j = g * group
+            pos = _group_span(packed, lut, scales[r, g], offsets[r, g], bits, pos, out_row, j, min(j + group, n))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _block_crc(packed, params, first, last, b):  # numba infers the types
+    """The register of a block's share of the code bytes: from the byte holding its first code to the next
+    block's; the last block's share (which may hold no rows) runs to the
+    end of the stream, padding included."""
+    n, bits, n_blocks = params[_N], params[_BITS], params[_BLOCKS]
+    per_block = (params[_ROWS] + n_blocks - 1) // n_blocks
+    start = (first * n * bits) // 8
+    stop = packed.size if b == n_blocks - 1 else (last * n * bits) // 8
+    return block_span(packed, start, stop, b == 0, (per_block * n * bits) // 8, params[_COUNT],
+                      np.uint32(params[_K1]), np.uint32(params[_K2]))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _rows_words_crc(packed, words, lut, scales, offsets, bits, n, group, out, first, last, reg):  # numba infers
+    """Rows ``first..last`` by :func:`_group_words_crc`, the CRC register carried from ``reg``."""
+    row_words = n * bits // 64
+    for r in range(first, last):
+        out_row = out[r]
+        for g in range(scales.shape[1]):
+            j = g * group
+            reg = _group_words_crc(packed, words, lut, scales[r, g], offsets[r, g], bits,
+                                   r * row_words + j * bits // 64, out_row, j, min(group, n - j), reg)
+    return reg
+
+
+# The block functions, one per kind and code width. ``width`` is a closure constant: each width gets its own loop,
+# which ran 1.5-10 % faster than one loop for every width in the word-wise decode and 18-27 % faster in the
+# bit-stream walk (3 and 5 bits). Numba's cache keys a closure by its constants too.
+
+def _stream_source(width: int) -> Any:
+    def stream_block(codes_p, scales_p, offsets_p, out_p, params_p, b):  # numba infers the types
+        """One row block of the bit-stream decode (any layout)."""
+        params, packed, scales, offsets, out, first, last = _views(codes_p, scales_p, offsets_p, out_p, params_p, b)
+        lut = np.empty(256, np.float32)
+        _stream_rows(packed, lut, scales, offsets, width, params[_N], params[_GROUP], out, first, last)
+        return np.uint64(0)
+
+    return stream_block
+
+
+def _stream_crc_source(width: int) -> Any:
+    def stream_crc_block(codes_p, scales_p, offsets_p, out_p, params_p, b):  # numba infers the types
+        """The bit-stream decode's block, returning the register of its share of the code bytes, checksummed
+        before decoding them: that brings them into cache for the decode (+1.5 % over the plain decode at 3 bits,
+        where checksumming after it, once the block's output had pushed them out, cost +7 %)."""
+        params, packed, scales, offsets, out, first, last = _views(codes_p, scales_p, offsets_p, out_p, params_p, b)
+        lut = np.empty(256, np.float32)
+        reg = _block_crc(packed, params, first, last, b)
+        _stream_rows(packed, lut, scales, offsets, width, params[_N], params[_GROUP], out, first, last)
+        return np.uint64(reg)
+
+    return stream_crc_block
+
+
+def _words_source(width: int) -> Any:
+    def words_block(codes_p, scales_p, offsets_p, out_p, params_p, b):  # numba infers the types
+        """One row block of the word-wise decode (see :func:`word_aligned`)."""
+        params, packed, scales, offsets, out, first, last = _views(codes_p, scales_p, offsets_p, out_p, params_p, b)
+        words = packed[: 8 * (packed.size // 8)].view(np.uint64)
+        lut = np.empty(256, np.float32)
+        return _rows_words(packed, words, lut, scales, offsets, width, params[_N], params[_GROUP], out, first, last)
+
+    return words_block
+
+
+def _words_crc_source(width: int) -> Any:
+    def words_crc_block(codes_p, scales_p, offsets_p, out_p, params_p, b):  # numba infers the types
+        """The word-wise decode's block, returning the register of its code bytes. Below 8 bits each word runs
+        through one ``crc32`` chain as it is decoded (decoding a word takes longer than the instruction's
+        latency). At 8 bits the chain's latency shows, and the block is checksummed before it is decoded, as in the
+        bit-stream decode, on both engines of :func:`~.crc32c.span_fixed` where the CPU has them."""
+        params, packed, scales, offsets, out, first, last = _views(codes_p, scales_p, offsets_p, out_p, params_p, b)
+        words = packed[: 8 * (packed.size // 8)].view(np.uint64)
+        lut = np.empty(256, np.float32)
+        if width == 8:
+            reg32 = _block_crc(packed, params, first, last, b)
+            _rows_words(packed, words, lut, scales, offsets, width, params[_N], params[_GROUP], out, first, last)
+            return np.uint64(reg32)
+        reg = np.uint64(0xFFFFFFFF) if b == 0 else np.uint64(0)
+        return _rows_words_crc(packed, words, lut, scales, offsets, width, params[_N], params[_GROUP], out, first,
+                               last, reg)
+
+    return words_crc_block
+
+
+_SOURCES = {"stream": _stream_source, "stream_crc": _stream_crc_source, "words": _words_source,
+            "words_crc": _words_crc_source}
+
+
+@functools.cache
+def _block(kind: str, bits: int) -> Any:
+    """The compiled block function of decode ``kind`` for ``bits``-wide codes, compiled (or loaded from Numba's
+    cache) on first use."""
+    if bits not in range(2, 9):
+        raise ValueError(f"quant codes are 2 to 8 bits wide, not {bits}")
+    return numba.cfunc(BLOCK, cache=True, nogil=True)(_SOURCES[kind](bits))
+
+
+def _decode(block: Any, packed: np.ndarray, scales: np.ndarray, offsets: np.ndarray, bits: int, n: int,
+            group: int, crc: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run a decode's row blocks: the output, the blocks' registers and the parameter vector."""
+    rows = scales.shape[0]
+    out = np.empty((rows, n), dtype=np.float32)
+    n_blocks = max(1, min(_BLOCKS_MAX, rows))
+    packed = np.ascontiguousarray(packed, np.uint8).reshape(-1)
+    params = np.zeros(10, np.int64)
+    params[:_COUNT] = rows, n, bits, group, scales.shape[1], n_blocks, packed.size
+    if crc:
+        per_block = -(-rows // n_blocks)
+        count, k1, k2 = span_constants((per_block * n * bits) // 8)
+        params[_COUNT:] = count, k1, k2
+    if not rows * n:
+        return out, np.zeros(0, np.uint64), params
+    scales, offsets = np.ascontiguousarray(scales, np.float32), np.ascontiguousarray(offsets, np.float32)
+    registers = run(block, (packed, scales, offsets, out, params), n_blocks)
+    return out, registers, params
 
 
 @kernel("quant", "decode", "numba")
@@ -213,46 +309,18 @@ def dequantize(
     packed: np.ndarray, scales: np.ndarray, offsets: np.ndarray, bits: int, n: int, group: int
 ) -> np.ndarray:
     """Same contract as the reference :func:`~tensorpress.kernels.reference.quant.dequantize`."""
-    rows = scales.shape[0]
-    out = np.empty((rows, n), dtype=np.float32)
-    if rows and n:
-        scales, offsets = np.ascontiguousarray(scales, np.float32), np.ascontiguousarray(offsets, np.float32)
-        if word_aligned(bits, n, group):
-            _dequant_words(packed, scales, offsets, bits, n, group, out, min(_WORD_BLOCKS, rows))
-        else:
-            _dequant(packed, scales, offsets, bits, n, group, out)
-    return out
+    block = _block("words" if word_aligned(bits, n, group) else "stream", bits)
+    return _decode(block, packed, scales, offsets, bits, n, group, crc=False)[0]
 
 
-_CRC_BLOCKS = 64  # row blocks of the checked decode: each block's codes are checksummed while in cache
-
-
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _dequant_crc(packed, scales, offsets, bits, n, group, out, n_blocks):  # numba infers the types
-    rows = out.shape[0]
-    per_block = (rows + n_blocks - 1) // n_blocks
-    partial = np.zeros(n_blocks, np.uint32)
-    lengths = np.zeros(n_blocks, np.int64)
-    # every full block's span has at least this many bytes; a shorter last block computes its own constants
-    shortest = (per_block * n * bits) // 8
-    third, join_b, join_a = span_constants(shortest)
-    for b in numba.prange(n_blocks):
-        lut = np.empty(256, np.float32)
-        first, last = min(rows, b * per_block), min(rows, (b + 1) * per_block)
-        for r in range(first, last):
-            out_row = out[r]
-            pos = r * n * bits
-            for g in range(scales.shape[1]):
-                j = g * group
-                pos = _group_span(packed, lut, scales[r, g], offsets[r, g], bits, pos, out_row, j,
-                                  min(j + group, n))
-        # the block's share of the code bytes, checksummed while they are still in cache: from its first byte
-        # to the next block's (the last block's share runs to the end of the stream)
-        start = (first * n * bits) // 8
-        stop = packed.size if last == rows else (last * n * bits) // 8
-        partial[b] = block_span(packed, start, stop, b == 0, shortest, third, join_b, join_a)
-        lengths[b] = stop - start
-    return join(partial, lengths)
+def _shares(params: np.ndarray) -> np.ndarray:
+    """Byte length of each block's share of the codes (see :func:`_block_crc`)."""
+    rows, n, bits, n_blocks, nbytes = (int(params[i]) for i in (_ROWS, _N, _BITS, _BLOCKS, _NBYTES))
+    per_block = -(-rows // n_blocks)
+    first = np.minimum(rows, np.arange(n_blocks + 1, dtype=np.int64) * per_block)
+    bounds = first * n * bits // 8
+    bounds[-1] = nbytes
+    return np.diff(bounds)
 
 
 if crc_available():
@@ -264,13 +332,12 @@ if crc_available():
         """:func:`dequantize`, plus the CRC-32C of ``packed`` computed block by block while the codes are in
         cache (the blob's deferred check of its largest part, see :class:`tensorpress.core.blob.CheckedParts`)."""
         rows = scales.shape[0]
-        out = np.empty((rows, n), dtype=np.float32)
-        scales, offsets = np.ascontiguousarray(scales, np.float32), np.ascontiguousarray(offsets, np.float32)
-        if word_aligned(bits, n, group) and packed.size * 8 == rows * n * bits:
-            crc = _dequant_words_crc(packed, scales, offsets, bits, n, group, out, max(1, min(_WORD_BLOCKS, rows)))
-        else:  # each block's span checksummed after decoding it
-            crc = _dequant_crc(packed, scales, offsets, bits, n, group, out, max(1, min(_CRC_BLOCKS, rows)))
-        return out, int(crc)
+        whole_words = word_aligned(bits, n, group) and np.size(packed) * 8 == rows * n * bits
+        out, registers, params = _decode(_block("words_crc" if whole_words else "stream_crc", bits), packed, scales,
+                                         offsets, bits, n, group, crc=True)
+        if not registers.size:
+            return out, crc32c(np.ascontiguousarray(packed, np.uint8).reshape(-1))
+        return out, int(join(registers.astype(np.uint32), _shares(params)))
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -283,53 +350,83 @@ def _convert_rows(scales, mins, zero, has_mins, scale32, offsets, first, last): 
             offsets[r, g] = to_f32(mins[r, g]) if has_mins else np.float32(-zero) * s
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _parameters(scales, mins, zero, has_mins, scale32, offsets):  # numba infers the types
-    for r in numba.prange(scales.shape[0]):
-        _convert_rows(scales, mins, zero, has_mins, scale32, offsets, r, r + 1)
-
-
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _parameters_crc(scales, mins, zero, has_mins, scale32, offsets, n_blocks):  # numba infers the types
-    """:func:`_parameters`, and the CRC-32C of the stored scales and minimums, each block's bytes checksummed
-    right after converting them."""
-    rows = scales.shape[0]
-    per_block = (rows + n_blocks - 1) // n_blocks
-    row_bytes = scales.shape[1] * scales.itemsize
-    scale_bytes = scales.reshape(-1).view(np.uint8)
-    min_bytes = mins.reshape(-1).view(np.uint8)
-    partial = np.zeros((2, n_blocks), np.uint32)
-    lengths = np.zeros(n_blocks, np.int64)
-    shortest = per_block * row_bytes
-    third, join_b, join_a = span_constants(shortest)
-    for b in numba.prange(n_blocks):
-        first, last = min(rows, b * per_block), min(rows, (b + 1) * per_block)
-        _convert_rows(scales, mins, zero, has_mins, scale32, offsets, first, last)
-        start, stop = first * row_bytes, last * row_bytes
-        partial[0, b] = block_span(scale_bytes, start, stop, b == 0, shortest, third, join_b, join_a)
-        if has_mins:
-            partial[1, b] = block_span(min_bytes, start, stop, b == 0, shortest, third, join_b, join_a)
-        lengths[b] = stop - start
-    return join(partial[0], lengths), join(partial[1], lengths)
-
-
+# The parameters kernels run as row blocks too: stored scales and minimums (float16 as uint16 bits, or float32),
+# float32 scales and offsets out, and parameters rows, groups, zero point, blocks and the CRC span constants.
+_P_ROWS, _P_GROUPS, _P_ZERO, _P_BLOCKS, _P_COUNT, _P_K1, _P_K2 = range(7)
 _PARAMETER_BLOCKS = 16
+
+
+def _parameters_source(stored: Any, has_mins: bool, crc: bool) -> Any:
+    def parameters_block(scales_p, mins_p, scale32_p, offsets_p, params_p, b):  # numba infers the types
+        """One row block of the stored parameters as float32 scales and offsets; checked, it returns the
+        registers of the block's scale bytes (low half) and minimum bytes (high half), checksummed right after
+        converting them."""
+        params = numba.carray(params_p, (7,), np.int64)
+        rows, groups, n_blocks = params[_P_ROWS], params[_P_GROUPS], params[_P_BLOCKS]
+        scales = numba.carray(scales_p, (rows, groups), stored)
+        mins = numba.carray(mins_p, (rows, groups), stored)
+        scale32 = numba.carray(scale32_p, (rows, groups), np.float32)
+        offsets = numba.carray(offsets_p, (rows, groups), np.float32)
+        per_block = (rows + n_blocks - 1) // n_blocks
+        first, last = min(rows, b * per_block), min(rows, (b + 1) * per_block)
+        _convert_rows(scales, mins, params[_P_ZERO], has_mins, scale32, offsets, first, last)
+        if not crc:
+            return np.uint64(0)
+        row_bytes = groups * scales.itemsize
+        shortest = per_block * row_bytes
+        count, k1, k2 = params[_P_COUNT], np.uint32(params[_P_K1]), np.uint32(params[_P_K2])
+        start, stop = first * row_bytes, last * row_bytes
+        reg = np.uint64(block_span(scales.reshape(-1).view(np.uint8), start, stop, b == 0, shortest, count, k1, k2))
+        if has_mins:
+            reg |= np.uint64(block_span(mins.reshape(-1).view(np.uint8), start, stop, b == 0, shortest, count, k1,
+                                        k2)) << np.uint64(32)
+        return reg
+
+    return parameters_block
+
+
+@functools.cache
+def _parameters_block(stored: Any, has_mins: bool, crc: bool) -> Any:
+    """The compiled parameters block function for ``stored`` (np.uint16 for float16 bits, or np.float32)."""
+    return numba.cfunc(BLOCK, cache=True, nogil=True)(_parameters_source(stored, has_mins, crc))
+
+
+def _convert(scales: np.ndarray, mins: np.ndarray | None, zero: int,
+             crc: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Run the parameters' row blocks: float32 scales and offsets, the blocks' registers, their byte lengths."""
+    stored = _bits_of(scales)
+    low = stored if mins is None else _bits_of(mins)
+    if stored.dtype not in (np.uint16, np.float32) or low.dtype != stored.dtype or low.shape != stored.shape:
+        raise ValueError(f"quant parameters: float16 or float32 scales and minimums of one shape, not "
+                         f"{scales.dtype}{scales.shape} and {low.dtype}{low.shape}")
+    rows, groups = stored.shape
+    scale32 = np.empty(stored.shape, np.float32)
+    offsets = np.empty(stored.shape, np.float32)
+    n_blocks = max(1, min(_PARAMETER_BLOCKS, rows))
+    per_block = -(-rows // n_blocks)
+    row_bytes = groups * stored.itemsize
+    params = np.zeros(7, np.int64)
+    params[:_P_COUNT] = rows, groups, zero, n_blocks
+    if crc:
+        params[_P_COUNT:] = span_constants(per_block * row_bytes)
+    kind = np.uint16 if stored.dtype == np.uint16 else np.float32
+    registers = run(_parameters_block(kind, mins is not None, crc), (stored, low, scale32, offsets, params),
+                    n_blocks if stored.size else 0)
+    first = np.minimum(rows, np.arange(n_blocks + 1, dtype=np.int64) * per_block)
+    return scale32, offsets, registers, np.diff(first * row_bytes)
 
 
 @kernel("quant", "parameters", "numba")
 def parameters(scales: np.ndarray, mins: np.ndarray | None, zero: int) -> tuple[np.ndarray, np.ndarray]:
     """Same contract as the reference :func:`~tensorpress.kernels.reference.quant.parameters`; float16 is
     converted by the hardware instruction, about ten times NumPy's ``astype``."""
-    scale32 = np.empty(scales.shape, np.float32)
-    offsets = np.empty(scales.shape, np.float32)
-    if scales.size:
-        _parameters(_bits_of(scales), _bits_of(scales if mins is None else mins), zero, mins is not None, scale32,
-                    offsets)
+    scale32, offsets, _, _ = _convert(scales, mins, zero, crc=False)
     return scale32, offsets
 
 
 def _bits_of(a: np.ndarray) -> np.ndarray:
-    """float16 as its uint16 bit patterns (what :func:`to_f32` reads), other floats as they are, 2-D."""
+    """float16 as its uint16 bit patterns (what :func:`to_f32` reads), other floats as they are, 2-D and
+    C-contiguous."""
     a = np.ascontiguousarray(a)
     return a.view(np.uint16) if a.dtype == np.float16 else a
 
@@ -341,12 +438,9 @@ if crc_available():
             np.ndarray, np.ndarray, int, int | None]:
         """:func:`parameters`, plus the CRC-32C of ``scales`` and of ``mins`` (None without), computed while
         converting them (the blob's deferred checks of those parts)."""
-        scale32 = np.empty(scales.shape, np.float32)
-        offsets = np.empty(scales.shape, np.float32)
-        if not scales.size:
+        scale32, offsets, registers, lengths = _convert(scales, mins, zero, crc=True)
+        if not registers.size:
             return scale32, offsets, 0, None if mins is None else 0
-        crc_s, crc_m = _parameters_crc(_bits_of(scales), _bits_of(scales if mins is None else mins), zero,
-                                       mins is not None, scale32, offsets, max(1, min(_PARAMETER_BLOCKS,
-                                                                                      scales.shape[0])))
-        return scale32, offsets, int(crc_s), None if mins is None else int(crc_m)
-
+        crc_s = int(join((registers & np.uint64(0xFFFFFFFF)).astype(np.uint32), lengths))
+        crc_m = int(join((registers >> np.uint64(32)).astype(np.uint32), lengths))
+        return scale32, offsets, crc_s, None if mins is None else crc_m
