@@ -40,7 +40,7 @@ def test_sliced_crc_matches_google_crc32c(camera: np.ndarray, n: int) -> None:
             assert crc_kernel.crc32c(data[3:], pool, pieces) == expected
 
 
-SPANS = [crc_kernel._span_streams] + ([crc_kernel._span] if crc_kernel.wide_available() else [])
+SPANS = [crc_kernel._span_streams] + ([crc_kernel.span] if crc_kernel.wide_available() else [])
 
 
 @pytest.mark.skipif(not crc_kernel.available(), reason="no crc32 instruction on this CPU")
@@ -72,7 +72,7 @@ def test_join_of_pieces_matches_google_crc32c(camera: np.ndarray) -> None:
         cuts = (np.arange(1, pieces) * (n // pieces) if trial % 2 else
                 np.sort(rng.integers(0, n + 1, pieces - 1)))
         bounds = np.concatenate([[0], cuts, [n]]).astype(np.int64)
-        regs = np.array([crc_kernel._span(data, bounds[i], bounds[i + 1], 0xFFFFFFFF if i == 0 else 0)
+        regs = np.array([crc_kernel.span(data, bounds[i], bounds[i + 1], 0xFFFFFFFF if i == 0 else 0)
                          for i in range(pieces)], np.uint32)
         assert crc_kernel.join(regs, np.diff(bounds)) == google_crc32c.value(data[:n].tobytes())
 

@@ -284,13 +284,13 @@ else:
 
 
 @numba.njit(cache=True, nogil=True)
-def _span(data, start, stop, crc):  # register after data[start:stop] from ``crc``; no final xor
+def span(data, start, stop, crc):  # register after data[start:stop] from ``crc``; no final xor
     count, k1, k2 = span_constants(stop - start)
     return span_fixed(data, start, stop, crc, count, k1, k2)
 
 
 @numba.njit(cache=True, nogil=True)
-def _span_streams(data, start, stop, crc):  # :func:`_span` on the integer units alone, whatever the CPU
+def _span_streams(data, start, stop, crc):  # :func:`span` on the integer units alone, whatever the CPU
     count, k1, k2 = _streams_constants(stop - start)
     return _streams_fixed(data, start, stop, crc, count, k1, k2)
 
@@ -303,7 +303,7 @@ def block_span(data, start, stop, first, shortest, count, k1, k2):  # numba infe
     reg = np.uint32(0xFFFFFFFF) if first else np.uint32(0)
     if stop - start >= shortest:
         return span_fixed(data, start, stop, reg, count, k1, k2)
-    return _span(data, start, stop, reg)
+    return span(data, start, stop, reg)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -336,7 +336,7 @@ def crc32c(data: Any, pool: Any = None, pieces: int = 1) -> int:
     bounds = [view.size * i // pieces for i in range(pieces + 1)]
 
     def piece(i: int) -> Any:
-        return _span(view, bounds[i], bounds[i + 1], 0xFFFFFFFF if i == 0 else 0)
+        return span(view, bounds[i], bounds[i + 1], 0xFFFFFFFF if i == 0 else 0)
 
     regs = list(pool.map(piece, range(pieces))) if pieces > 1 else [piece(0)]
     return int(join(np.array(regs, np.uint32), np.diff(np.array(bounds, np.int64))))
