@@ -351,23 +351,27 @@ def _convert_rows(scales, mins, zero, has_mins, scale32, offsets, first, last): 
 
 
 @numba.njit(cache=True, nogil=True)
-def _parameters(scales, mins, zero, has_mins, crc):  # numba infers the types
-    """The stored parameters as float32 scales and offsets, and with ``crc`` the CRC-32C of the stored scales and
-    minimums. Serial: a 4096 x 4096 tensor's parameters (131 072 groups) convert in ~35 µs, less than the parallel
-    loop's start and join cost here (the parallel kernel took 25-32 µs plus 10-15 µs more of calls, and twice the
-    time on a cold cache)."""
+def _parameters(scales, mins, zero, has_mins):  # numba infers the types
+    """The stored parameters as float32 scales and offsets. Serial: a 4096 x 4096 tensor's parameters (131 072
+    groups) convert in ~35 µs, less than the parallel loop's start and join cost here (the parallel kernel took
+    25-32 µs plus 10-15 µs more of calls, and its checked variant twice the time on a cold cache)."""
     rows, groups = scales.shape
     scale32 = np.empty((rows, groups), np.float32)
     offsets = np.empty((rows, groups), np.float32)
     _convert_rows(scales, mins, zero, has_mins, scale32, offsets, 0, rows)
-    crc_s = np.uint32(0)
+    return scale32, offsets
+
+
+@numba.njit(cache=True, nogil=True)
+def _parameters_crc(scales, mins, zero, has_mins):  # numba infers the types
+    """:func:`_parameters`, and the CRC-32C of the stored scales and minimums, checksummed right after."""
+    scale32, offsets = _parameters(scales, mins, zero, has_mins)
+    stored = scales.reshape(-1).view(np.uint8)
+    crc_s = span(stored, 0, stored.size, np.uint32(0xFFFFFFFF)) ^ np.uint32(0xFFFFFFFF)
     crc_m = np.uint32(0)
-    if crc:
-        stored = scales.reshape(-1).view(np.uint8)
-        crc_s = span(stored, 0, stored.size, np.uint32(0xFFFFFFFF)) ^ np.uint32(0xFFFFFFFF)
-        if has_mins:
-            stored = mins.reshape(-1).view(np.uint8)
-            crc_m = span(stored, 0, stored.size, np.uint32(0xFFFFFFFF)) ^ np.uint32(0xFFFFFFFF)
+    if has_mins:
+        stored = mins.reshape(-1).view(np.uint8)
+        crc_m = span(stored, 0, stored.size, np.uint32(0xFFFFFFFF)) ^ np.uint32(0xFFFFFFFF)
     return scale32, offsets, crc_s, crc_m
 
 
@@ -375,8 +379,8 @@ def _parameters(scales, mins, zero, has_mins, crc):  # numba infers the types
 def parameters(scales: np.ndarray, mins: np.ndarray | None, zero: int) -> tuple[np.ndarray, np.ndarray]:
     """Same contract as the reference :func:`~tensorpress.kernels.reference.quant.parameters`; float16 is
     converted by the hardware instruction, about ten times NumPy's ``astype``."""
-    scale32, offsets, _, _ = _parameters(_bits_of(scales), _bits_of(scales if mins is None else mins), zero,
-                                         mins is not None, False)
+    scale32, offsets = _parameters(_bits_of(scales), _bits_of(scales if mins is None else mins), zero,
+                                   mins is not None)
     return scale32, offsets
 
 
@@ -393,6 +397,7 @@ if crc_available():
             np.ndarray, np.ndarray, int, int | None]:
         """:func:`parameters`, plus the CRC-32C of ``scales`` and of ``mins`` (None without), computed right after
         converting them (the blob's deferred checks of those parts)."""
-        scale32, offsets, crc_s, crc_m = _parameters(_bits_of(scales), _bits_of(scales if mins is None else mins),
-                                                     zero, mins is not None, True)
+        scale32, offsets, crc_s, crc_m = _parameters_crc(_bits_of(scales),
+                                                         _bits_of(scales if mins is None else mins), zero,
+                                                         mins is not None)
         return scale32, offsets, int(crc_s), None if mins is None else int(crc_m)
