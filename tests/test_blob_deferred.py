@@ -106,6 +106,24 @@ def test_checked_decode_kernel_matches_plain_decode_and_crc(camera: np.ndarray, 
                                       expected)
 
 
+def test_decode_kernels_refuse_buffers_that_do_not_fit(camera: np.ndarray) -> None:
+    """The numba decodes read raw addresses in their blocks: codes too short for the shape, or scales and offsets
+    of another shape, are refused before any block runs."""
+    from tensorpress.kernels import get_kernel
+
+    enc = tp.spec("quant(bits=4, group=32)").encode(camera[:64, :128].astype(np.float32))
+    packed = enc.parts["codes"]
+    scales = enc.parts["scales"].astype(np.float32)
+    offsets = enc.parts["mins"].astype(np.float32)
+    ops = ["decode", "decode_crc"] if crc_kernel.available() else ["decode"]
+    for op in ops:
+        kernel = get_kernel("quant", op, "numba")
+        for args in ((packed[:-1], scales, offsets), (packed, scales[:, :-1], offsets[:, :-1]),
+                     (packed, scales, offsets[:-1])):
+            with pytest.raises(ValueError, match="do not fit"):
+                kernel(*args, 4, 128, 32)
+
+
 def corrupt(blob: bytes, part: str, at: float = 0.5) -> bytes:
     spans = {name: (start, stop) for name, start, stop in payload_spans(blob)}
     start, stop = spans[part]

@@ -286,11 +286,17 @@ def _block(kind: str, bits: int) -> Any:
 
 def _decode(block: Any, packed: np.ndarray, scales: np.ndarray, offsets: np.ndarray, bits: int, n: int,
             group: int, crc: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run a decode's row blocks: the output, the blocks' registers and the parameter vector."""
+    """Run a decode's row blocks: the output, the blocks' registers and the parameter vector. The blocks read raw
+    addresses, so the buffers' sizes are checked here."""
     rows = scales.shape[0]
+    packed = np.ascontiguousarray(packed, np.uint8).reshape(-1)
+    groups = -(-n // group) if n and group > 0 else 0
+    if (group <= 0 or scales.shape != (rows, groups) or offsets.shape != scales.shape
+            or packed.size * 8 < rows * n * bits):
+        raise ValueError(f"quant decode: {packed.size} code bytes, scales {scales.shape} and offsets "
+                         f"{offsets.shape} do not fit {rows} rows of {n} {bits}-bit codes in groups of {group}")
     out = np.empty((rows, n), dtype=np.float32)
     n_blocks = max(1, min(_BLOCKS_MAX, rows))
-    packed = np.ascontiguousarray(packed, np.uint8).reshape(-1)
     params = np.zeros(10, np.int64)
     params[:_COUNT] = rows, n, bits, group, scales.shape[1], n_blocks, packed.size
     if crc:
