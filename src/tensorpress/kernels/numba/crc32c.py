@@ -8,8 +8,8 @@ the partial CRCs are joined with carry-less arithmetic modulo the polynomial:
 
     crc(A ‖ B) = crc(A) · x^(8·|B|)  ⊕  crc₀(B)          (mod P, registers without the final xor)
 
-Decode kernels checksum the words they read with :data:`crc_word`, or the bytes they have just read with
-:func:`block_span`, and join the blocks' registers with :func:`join`.
+Decode kernels checksum each block's bytes with :func:`block_span` and join the blocks' registers with
+:func:`join`.
 
 Values are in the reflected convention of the instruction: bit 31 holds the coefficient of x^0. The joins
 inside a span multiply with ``pclmulqdq`` and reduce with ``crc32`` itself: for 32-bit reflected ``a`` and
@@ -87,7 +87,6 @@ def _crc_step(reg_bits: int, data_bits: int) -> Any:
 
 _crc_u64 = _crc_step(64, 64)  # crc32 r64, r/m64: 8 bytes
 _crc_u8 = _crc_step(32, 8)  # crc32 r32, r/m8: 1 byte
-crc_word = _crc_u64  # for kernels that checksum 64-bit words as they read them (a register chain, then join)
 
 
 @intrinsic

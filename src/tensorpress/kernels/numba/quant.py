@@ -5,8 +5,7 @@ The layout is the one documented in :mod:`tensorpress.kernels.reference.quant`. 
 arithmetic per value is the reference's ``float32(code) * scale + offset``, so results match it exactly.
 Where every group's codes fill whole 64-bit words (2, 4 or 8 bits, the usual groups), a word-wise loop runs
 (:func:`word_aligned`); other layouts walk the bit stream. The checked variants also return the CRC-32C of
-the codes: below 8 bits the word-wise loop feeds each word to a ``crc32`` chain as it decodes it; at 8 bits,
-and in the bit-stream walk, each row block's codes are checksummed right before it is decoded. The stored
+the codes: each row block's codes are checksummed right before the block is decoded. The stored
 parameters are converted (and checked) by :func:`parameters` / ``parameters_crc``.
 
 The decodes are serial block functions run in parallel by :func:`~._blocks.run`, not ``prange`` loops: loaded
@@ -26,7 +25,7 @@ from ..dispatch import kernel
 from ._bits import to_f32
 from ._blocks import BLOCK, run
 from .crc32c import available as crc_available
-from .crc32c import block_span, crc32c, crc_word, join, span, span_constants
+from .crc32c import block_span, crc32c, join, span, span_constants
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -106,45 +105,26 @@ def _word(packed, lut, scale, offset, bits, first, out_row, base):  # numba infe
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _group_words(packed, words, lut, scale, offset, bits, w0, out_row, j, count, reg):  # numba infers the types
-    """Decode ``count`` codes of one row that fill whole 64-bit words, from word ``w0`` on. Each word also goes
-    through a rotate-xor chain in ``reg``, whose value nobody needs: a running register keeps LLVM from
-    vectorizing the loop over words with gathers from the table, which measured 14-21 % slower than this
-    scalar loop. :func:`_group_words_crc` is the same loop with the CRC as its register."""
+def _group_words(packed, lut, scale, offset, bits, w0, out_row, j, count):  # numba infers the types
+    """Decode ``count`` codes of one row that fill whole 64-bit words, from word ``w0`` on. (A rotate-xor chain
+    over the words, which once kept LLVM from vectorizing this loop with gathers, measured 2.0-3.1 % slower in
+    the block functions.)"""
     per = 64 // bits
     _table(lut, bits, scale, offset)
     for w in range(count // per):
-        reg = (reg << np.uint64(1) | reg >> np.uint64(63)) ^ words[w0 + w]
         _word(packed, lut, scale, offset, bits, 8 * (w0 + w), out_row, j + w * per)
-    return reg
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _group_words_crc(packed, words, lut, scale, offset, bits, w0, out_row, j, count, reg):  # numba infers the types
-    """:func:`_group_words` with the CRC-32C of the words as its register: one ``crc32`` instruction per word,
-    while the word is in a register. (A flag choosing the register inside one loop measured slower: LLVM kept
-    the choice in the loop.)"""
-    per = 64 // bits
-    _table(lut, bits, scale, offset)
-    for w in range(count // per):
-        reg = crc_word(reg, words[w0 + w])
-        _word(packed, lut, scale, offset, bits, 8 * (w0 + w), out_row, j + w * per)
-    return reg
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _rows_words(packed, words, lut, scales, offsets, bits, n, group, out, first, last):  # numba infers the types
-    """Rows ``first..last`` by :func:`_group_words`; returns the register, which keeps its chain (and the scalar
-    loop) alive: without the return it measured 6 % slower at 4 bits."""
+def _rows_words(packed, lut, scales, offsets, bits, n, group, out, first, last):  # numba infers the types
+    """Rows ``first..last`` by :func:`_group_words`."""
     row_words = n * bits // 64
-    reg = np.uint64(0)
     for r in range(first, last):
         out_row = out[r]
         for g in range(scales.shape[1]):
             j = g * group
-            reg = _group_words(packed, words, lut, scales[r, g], offsets[r, g], bits, r * row_words + j * bits // 64,
-                               out_row, j, min(group, n - j), reg)
-    return reg
+            _group_words(packed, lut, scales[r, g], offsets[r, g], bits, r * row_words + j * bits // 64, out_row, j,
+                         min(group, n - j))
 
 
 def word_aligned(bits: int, n: int, group: int) -> bool:
@@ -198,19 +178,6 @@ def _block_crc(packed, params, first, last, b):  # numba infers the types
                       np.uint32(params[_K1]), np.uint32(params[_K2]))
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _rows_words_crc(packed, words, lut, scales, offsets, bits, n, group, out, first, last, reg):  # numba infers
-    """Rows ``first..last`` by :func:`_group_words_crc`, the CRC register carried from ``reg``."""
-    row_words = n * bits // 64
-    for r in range(first, last):
-        out_row = out[r]
-        for g in range(scales.shape[1]):
-            j = g * group
-            reg = _group_words_crc(packed, words, lut, scales[r, g], offsets[r, g], bits,
-                                   r * row_words + j * bits // 64, out_row, j, min(group, n - j), reg)
-    return reg
-
-
 # The block functions, one per kind and code width. ``width`` is a closure constant: each width gets its own loop,
 # which ran 1.5-10 % faster than one loop for every width in the word-wise decode and 18-27 % faster in the
 # bit-stream walk (3 and 5 bits). Numba's cache keys a closure by its constants too.
@@ -244,29 +211,23 @@ def _words_source(width: int) -> Any:
     def words_block(codes_p, scales_p, offsets_p, out_p, params_p, b):  # numba infers the types
         """One row block of the word-wise decode (see :func:`word_aligned`)."""
         params, packed, scales, offsets, out, first, last = _views(codes_p, scales_p, offsets_p, out_p, params_p, b)
-        words = packed[: 8 * (packed.size // 8)].view(np.uint64)
         lut = np.empty(256, np.float32)
-        return _rows_words(packed, words, lut, scales, offsets, width, params[_N], params[_GROUP], out, first, last)
+        _rows_words(packed, lut, scales, offsets, width, params[_N], params[_GROUP], out, first, last)
+        return np.uint64(0)
 
     return words_block
 
 
 def _words_crc_source(width: int) -> Any:
     def words_crc_block(codes_p, scales_p, offsets_p, out_p, params_p, b):  # numba infers the types
-        """The word-wise decode's block, returning the register of its code bytes. Below 8 bits each word runs
-        through one ``crc32`` chain as it is decoded (decoding a word takes longer than the instruction's
-        latency). At 8 bits the chain's latency shows, and the block is checksummed before it is decoded, as in the
-        bit-stream decode, on both engines of :func:`~.crc32c.span_fixed` where the CPU has them."""
+        """The word-wise decode's block, returning the register of its code bytes, checksummed before decoding
+        them as in the bit-stream decode, on both engines of :func:`~.crc32c.span_fixed` where the CPU has them.
+        (At 4 bits a ``crc32`` chain over the words as they were decoded measured ~1 % slower.)"""
         params, packed, scales, offsets, out, first, last = _views(codes_p, scales_p, offsets_p, out_p, params_p, b)
-        words = packed[: 8 * (packed.size // 8)].view(np.uint64)
         lut = np.empty(256, np.float32)
-        if width == 8:
-            reg32 = _block_crc(packed, params, first, last, b)
-            _rows_words(packed, words, lut, scales, offsets, width, params[_N], params[_GROUP], out, first, last)
-            return np.uint64(reg32)
-        reg = np.uint64(0xFFFFFFFF) if b == 0 else np.uint64(0)
-        return _rows_words_crc(packed, words, lut, scales, offsets, width, params[_N], params[_GROUP], out, first,
-                               last, reg)
+        reg = _block_crc(packed, params, first, last, b)
+        _rows_words(packed, lut, scales, offsets, width, params[_N], params[_GROUP], out, first, last)
+        return np.uint64(reg)
 
     return words_crc_block
 
