@@ -178,62 +178,30 @@ def _block_crc(packed, params, first, last, b):  # numba infers the types
                       np.uint32(params[_K1]), np.uint32(params[_K2]))
 
 
-# The block functions, one per kind and code width. ``width`` is a closure constant: each width gets its own loop,
-# which ran 1.5-10 % faster than one loop for every width in the word-wise decode and 18-27 % faster in the
-# bit-stream walk (3 and 5 bits). Numba's cache keys a closure by its constants too.
+# The block functions, one per kind and code width. ``width``, ``stream`` and ``checked`` are closure constants:
+# each width gets its own loop, which ran 1.5-10 % faster than one loop for every width in the word-wise decode
+# and 18-27 % faster in the bit-stream walk (3 and 5 bits). Numba's cache keys a closure by its constants too.
 
-def _stream_source(width: int) -> Any:
-    def stream_block(codes_p, scales_p, offsets_p, out_p, params_p, b):  # numba infers the types
-        """One row block of the bit-stream decode (any layout)."""
+def _block_source(width: int, stream: bool, checked: bool) -> Any:
+    def decode_block(codes_p, scales_p, offsets_p, out_p, params_p, b):  # numba infers the types
+        """One row block of the word-wise decode (see :func:`word_aligned`) or of the bit-stream walk (any
+        layout). Checked, it returns the register of the block's share of the code bytes, checksummed before
+        decoding them: that brings them into cache for the decode (at 3 bits +1.5 % over the plain decode, where
+        checksumming after it, once the block's output had pushed them out, cost +7 %; at 4 bits a ``crc32``
+        chain over the words as they were decoded measured ~1 % slower)."""
         params, packed, scales, offsets, out, first, last = _views(codes_p, scales_p, offsets_p, out_p, params_p, b)
         lut = np.empty(256, np.float32)
-        _stream_rows(packed, lut, scales, offsets, width, params[_N], params[_GROUP], out, first, last)
-        return np.uint64(0)
+        reg = np.uint64(_block_crc(packed, params, first, last, b)) if checked else np.uint64(0)
+        if stream:
+            _stream_rows(packed, lut, scales, offsets, width, params[_N], params[_GROUP], out, first, last)
+        else:
+            _rows_words(packed, lut, scales, offsets, width, params[_N], params[_GROUP], out, first, last)
+        return reg
 
-    return stream_block
-
-
-def _stream_crc_source(width: int) -> Any:
-    def stream_crc_block(codes_p, scales_p, offsets_p, out_p, params_p, b):  # numba infers the types
-        """The bit-stream decode's block, returning the register of its share of the code bytes, checksummed
-        before decoding them: that brings them into cache for the decode (+1.5 % over the plain decode at 3 bits,
-        where checksumming after it, once the block's output had pushed them out, cost +7 %)."""
-        params, packed, scales, offsets, out, first, last = _views(codes_p, scales_p, offsets_p, out_p, params_p, b)
-        lut = np.empty(256, np.float32)
-        reg = _block_crc(packed, params, first, last, b)
-        _stream_rows(packed, lut, scales, offsets, width, params[_N], params[_GROUP], out, first, last)
-        return np.uint64(reg)
-
-    return stream_crc_block
+    return decode_block
 
 
-def _words_source(width: int) -> Any:
-    def words_block(codes_p, scales_p, offsets_p, out_p, params_p, b):  # numba infers the types
-        """One row block of the word-wise decode (see :func:`word_aligned`)."""
-        params, packed, scales, offsets, out, first, last = _views(codes_p, scales_p, offsets_p, out_p, params_p, b)
-        lut = np.empty(256, np.float32)
-        _rows_words(packed, lut, scales, offsets, width, params[_N], params[_GROUP], out, first, last)
-        return np.uint64(0)
-
-    return words_block
-
-
-def _words_crc_source(width: int) -> Any:
-    def words_crc_block(codes_p, scales_p, offsets_p, out_p, params_p, b):  # numba infers the types
-        """The word-wise decode's block, returning the register of its code bytes, checksummed before decoding
-        them as in the bit-stream decode, on both engines of :func:`~.crc32c.span_fixed` where the CPU has them.
-        (At 4 bits a ``crc32`` chain over the words as they were decoded measured ~1 % slower.)"""
-        params, packed, scales, offsets, out, first, last = _views(codes_p, scales_p, offsets_p, out_p, params_p, b)
-        lut = np.empty(256, np.float32)
-        reg = _block_crc(packed, params, first, last, b)
-        _rows_words(packed, lut, scales, offsets, width, params[_N], params[_GROUP], out, first, last)
-        return np.uint64(reg)
-
-    return words_crc_block
-
-
-_SOURCES = {"stream": _stream_source, "stream_crc": _stream_crc_source, "words": _words_source,
-            "words_crc": _words_crc_source}
+_KINDS = {"stream": (True, False), "stream_crc": (True, True), "words": (False, False), "words_crc": (False, True)}
 
 
 @functools.cache
@@ -242,7 +210,7 @@ def _block(kind: str, bits: int) -> Any:
     cache) on first use."""
     if bits not in range(2, 9):
         raise ValueError(f"quant codes are 2 to 8 bits wide, not {bits}")
-    return numba.cfunc(BLOCK, cache=True, nogil=True)(_SOURCES[kind](bits))
+    return numba.cfunc(BLOCK, cache=True, nogil=True)(_block_source(bits, *_KINDS[kind]))
 
 
 def _decode(block: Any, packed: np.ndarray, scales: np.ndarray, offsets: np.ndarray, bits: int, n: int,
