@@ -166,15 +166,33 @@ def _stream_rows(packed, lut, scales, offsets, bits, n, group, out, first, last)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _block_crc(packed, params, first, last, b):  # numba infers the types
-    """The register of a block's share of the code bytes: from the byte holding its first code to the next
-    block's; the last block's share (which may hold no rows) runs to the
-    end of the stream, padding included."""
-    n, bits, n_blocks = params[_N], params[_BITS], params[_BLOCKS]
+def _share(params, b):  # numba infers the types
+    """Block ``b``'s share of the code bytes, (start, stop): from the byte holding its first code to the next
+    block's; the last block's share (which may hold no rows) runs to the end of the stream, padding included."""
+    rows, n, bits, n_blocks = params[_ROWS], params[_N], params[_BITS], params[_BLOCKS]
+    per_block = (rows + n_blocks - 1) // n_blocks
+    start = (min(rows, b * per_block) * n * bits) // 8
+    stop = params[_NBYTES] if b == n_blocks - 1 else (min(rows, (b + 1) * per_block) * n * bits) // 8
+    return start, stop
+
+
+@numba.njit(cache=True, nogil=True)
+def _shares(params):  # numba infers the types
+    """Byte length of each block's share of the codes (what :func:`~.crc32c.join` takes)."""
+    lengths = np.empty(params[_BLOCKS], np.int64)
+    for b in range(lengths.size):
+        start, stop = _share(params, b)
+        lengths[b] = stop - start
+    return lengths
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _block_crc(packed, params, b):  # numba infers the types
+    """The register of block ``b``'s share of the code bytes (:func:`_share`)."""
+    n_blocks = params[_BLOCKS]
     per_block = (params[_ROWS] + n_blocks - 1) // n_blocks
-    start = (first * n * bits) // 8
-    stop = packed.size if b == n_blocks - 1 else (last * n * bits) // 8
-    return block_span(packed, start, stop, b == 0, (per_block * n * bits) // 8, params[_COUNT],
+    start, stop = _share(params, b)
+    return block_span(packed, start, stop, b == 0, (per_block * params[_N] * params[_BITS]) // 8, params[_COUNT],
                       np.uint32(params[_K1]), np.uint32(params[_K2]))
 
 
@@ -191,7 +209,7 @@ def _block_source(width: int, stream: bool, checked: bool) -> Any:
         chain over the words as they were decoded measured ~1 % slower)."""
         params, packed, scales, offsets, out, first, last = _views(codes_p, scales_p, offsets_p, out_p, params_p, b)
         lut = np.empty(256, np.float32)
-        reg = np.uint64(_block_crc(packed, params, first, last, b)) if checked else np.uint64(0)
+        reg = np.uint64(_block_crc(packed, params, b)) if checked else np.uint64(0)
         if stream:
             _stream_rows(packed, lut, scales, offsets, width, params[_N], params[_GROUP], out, first, last)
         else:
@@ -213,6 +231,14 @@ def _block(kind: str, bits: int) -> Any:
     return numba.cfunc(BLOCK, cache=True, nogil=True)(_block_source(bits, *_KINDS[kind]))
 
 
+@functools.lru_cache(maxsize=256)
+def _constants(shortest: int) -> tuple[int, int, int]:
+    """:func:`~.crc32c.span_constants` for blocks of ``shortest`` bytes, kept: a model's tensors share a few
+    shapes, and each computation takes two bit-serial powers of x."""
+    count, k1, k2 = span_constants(shortest)
+    return int(count), int(k1), int(k2)
+
+
 def _decode(block: Any, packed: np.ndarray, scales: np.ndarray, offsets: np.ndarray, bits: int, n: int,
             group: int, crc: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run a decode's row blocks: the output, the blocks' registers and the parameter vector. The blocks read raw
@@ -230,7 +256,7 @@ def _decode(block: Any, packed: np.ndarray, scales: np.ndarray, offsets: np.ndar
     params[:_COUNT] = rows, n, bits, group, scales.shape[1], n_blocks, packed.size
     if crc:
         per_block = -(-rows // n_blocks)
-        count, k1, k2 = span_constants((per_block * n * bits) // 8)
+        count, k1, k2 = _constants((per_block * n * bits) // 8)
         params[_COUNT:] = count, k1, k2
     if not rows * n:
         return out, np.zeros(0, np.uint64), params
@@ -246,16 +272,6 @@ def dequantize(
     """Same contract as the reference :func:`~tensorpress.kernels.reference.quant.dequantize`."""
     block = _block("words" if word_aligned(bits, n, group) else "stream", bits)
     return _decode(block, packed, scales, offsets, bits, n, group, crc=False)[0]
-
-
-def _shares(params: np.ndarray) -> np.ndarray:
-    """Byte length of each block's share of the codes (see :func:`_block_crc`)."""
-    rows, n, bits, n_blocks, nbytes = (int(params[i]) for i in (_ROWS, _N, _BITS, _BLOCKS, _NBYTES))
-    per_block = -(-rows // n_blocks)
-    first = np.minimum(rows, np.arange(n_blocks + 1, dtype=np.int64) * per_block)
-    bounds = first * n * bits // 8
-    bounds[-1] = nbytes
-    return np.diff(bounds)
 
 
 if crc_available():
