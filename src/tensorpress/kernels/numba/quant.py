@@ -142,15 +142,21 @@ _BLOCKS_MAX = 64  # row blocks of a decode (in the checked decode, each one CRC 
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _per_block(params):  # numba infers the types
+    """Rows per block: ``ceil(rows / blocks)``."""
+    return (params[_ROWS] + params[_BLOCKS] - 1) // params[_BLOCKS]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _views(codes_p, scales_p, offsets_p, out_p, params_p, b):  # numba infers the types
     """The buffers of a block function as arrays, with its rows ``first … last-1``."""
     params = numba.carray(params_p, (10,), np.int64)
-    rows, n, groups, n_blocks = params[_ROWS], params[_N], params[_GROUPS], params[_BLOCKS]
+    rows, n, groups = params[_ROWS], params[_N], params[_GROUPS]
     packed = numba.carray(codes_p, (params[_NBYTES],), np.uint8)
     scales = numba.carray(scales_p, (rows, groups), np.float32)
     offsets = numba.carray(offsets_p, (rows, groups), np.float32)
     out = numba.carray(out_p, (rows, n), np.float32)
-    per_block = (rows + n_blocks - 1) // n_blocks
+    per_block = _per_block(params)
     return params, packed, scales, offsets, out, min(rows, b * per_block), min(rows, (b + 1) * per_block)
 
 
@@ -170,7 +176,7 @@ def _share(params, b):  # numba infers the types
     """Block ``b``'s share of the code bytes, (start, stop): from the byte holding its first code to the next
     block's; the last block's share (which may hold no rows) runs to the end of the stream, padding included."""
     rows, n, bits, n_blocks = params[_ROWS], params[_N], params[_BITS], params[_BLOCKS]
-    per_block = (rows + n_blocks - 1) // n_blocks
+    per_block = _per_block(params)
     start = (min(rows, b * per_block) * n * bits) // 8
     stop = params[_NBYTES] if b == n_blocks - 1 else (min(rows, (b + 1) * per_block) * n * bits) // 8
     return start, stop
@@ -189,10 +195,9 @@ def _shares(params):  # numba infers the types
 @numba.njit(cache=True, nogil=True, inline="always")
 def _block_crc(packed, params, b):  # numba infers the types
     """The register of block ``b``'s share of the code bytes (:func:`_share`)."""
-    n_blocks = params[_BLOCKS]
-    per_block = (params[_ROWS] + n_blocks - 1) // n_blocks
     start, stop = _share(params, b)
-    return block_span(packed, start, stop, b == 0, (per_block * params[_N] * params[_BITS]) // 8, params[_COUNT],
+    shortest = (_per_block(params) * params[_N] * params[_BITS]) // 8  # the length _decode's constants are for
+    return block_span(packed, start, stop, b == 0, shortest, params[_COUNT],
                       np.uint32(params[_K1]), np.uint32(params[_K2]))
 
 
@@ -313,17 +318,18 @@ def _parameters(scales, mins, zero, has_mins):  # numba infers the types
     return scale32, offsets
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _value(a):  # numba infers the types
+    """The CRC-32C of a C-contiguous array's bytes, final xor applied."""
+    stored = a.reshape(-1).view(np.uint8)
+    return span(stored, 0, stored.size, np.uint32(0xFFFFFFFF)) ^ np.uint32(0xFFFFFFFF)
+
+
 @numba.njit(cache=True, nogil=True)
 def _parameters_crc(scales, mins, zero, has_mins):  # numba infers the types
     """:func:`_parameters`, and the CRC-32C of the stored scales and minimums, checksummed right after."""
     scale32, offsets = _parameters(scales, mins, zero, has_mins)
-    stored = scales.reshape(-1).view(np.uint8)
-    crc_s = span(stored, 0, stored.size, np.uint32(0xFFFFFFFF)) ^ np.uint32(0xFFFFFFFF)
-    crc_m = np.uint32(0)
-    if has_mins:
-        stored = mins.reshape(-1).view(np.uint8)
-        crc_m = span(stored, 0, stored.size, np.uint32(0xFFFFFFFF)) ^ np.uint32(0xFFFFFFFF)
-    return scale32, offsets, crc_s, crc_m
+    return scale32, offsets, _value(scales), _value(mins) if has_mins else np.uint32(0)
 
 
 @kernel("quant", "parameters", "numba")
