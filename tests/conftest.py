@@ -12,9 +12,11 @@ import pytest
 
 from tensorpress.datasets import DataUnavailable
 
-# Triton decides at decoration time whether a kernel is interpreted: without a GPU every Triton kernel module must
-# be imported in interpreter mode, whichever test imports it first (the Triton tests set it too).
-if not os.path.exists("/dev/nvidia0") and not os.environ.get("CUDA_VISIBLE_DEVICES"):
+# Triton decides when a kernel is first built whether it is interpreted: without a GPU every Triton kernel must be
+# built in interpreter mode, whichever test builds it first. With a GPU the Triton tests run the compiled kernels.
+HAS_GPU = any(os.path.exists(p) for p in ("/dev/nvidia0", "/proc/driver/nvidia/version")) or bool(
+    os.environ.get("CUDA_VISIBLE_DEVICES"))
+if not HAS_GPU:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
@@ -50,6 +52,17 @@ def faces() -> np.ndarray:
 
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None and importlib.util.find_spec("torch") is not None
+
+
+@pytest.fixture
+def triton_backend(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The Triton kernels' backend name: compiled on a GPU, else in Triton's interpreter on the CPU; skips
+    without triton and torch."""
+    if not HAS_TRITON:
+        pytest.skip("triton is not installed")
+    if not HAS_GPU:
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+    return "triton"
 
 
 @pytest.fixture(scope="module")

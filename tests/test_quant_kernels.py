@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tensorpress as tp
-from conftest import HAS_TRITON, rhs
+from conftest import rhs
 from tensorpress.core.errors import InputError
 from tensorpress.kernels import available_backends, get_kernel
 from tensorpress.kernels.composite import SumProduct, product
@@ -102,14 +102,11 @@ def test_quant_ops_have_numba_and_reference() -> None:
         assert {"reference", "numba"} <= set(available_backends("quant", op))
 
 
-# --- Triton, in the interpreter on the CPU ---------------------------------------------------------------
+# --- Triton: compiled on a GPU, in the interpreter without one ------------------------------------------------
 @pytest.mark.parametrize("spec", ["quant(bits=4, group=32)", "quant(bits=3, group=16, symmetric=true)",
                                   "quant(bits=8, group=0)", "quant(bits=2, group=7)", "quant(bits=5, group=64)"])
 def test_triton_matches_reference(spec: str, weight: np.ndarray, inputs: np.ndarray,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    if not HAS_TRITON:
-        pytest.skip("triton is not installed")
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
+                                  triton_backend: str) -> None:
     enc = tp.encode(weight[200:219, 100:197], spec)  # 19 × 97: nothing divides evenly
     prepared = enc.codec.prepare(enc)
     terms = _terms(prepared.operands)
@@ -185,10 +182,7 @@ def test_product_is_none_where_no_kernel_applies(weight: np.ndarray) -> None:
 
 
 def test_triton_lowrank_csr_and_composite_match_reference(weight: np.ndarray, inputs: np.ndarray,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    if not HAS_TRITON:
-        pytest.skip("triton is not installed")
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
+                                                          triton_backend: str) -> None:
     u = np.ascontiguousarray(weight[:37, :5].astype(np.float16))
     v = np.ascontiguousarray(weight[5:10, 50:147].astype(np.float16))
     sparse = tp.encode(weight[300:337, 50:147], "csr(sparsity=0.9)")

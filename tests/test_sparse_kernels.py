@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tensorpress as tp
-from conftest import HAS_TRITON, rhs
+from conftest import rhs
 from tensorpress.formats import _sparse
 from tensorpress.formats.bitmap import row_offsets
 from tensorpress.kernels import available_backends, get_kernel
@@ -105,15 +105,11 @@ def test_every_sparse_op_has_numba_and_reference() -> None:
     assert {"reference", "numba"} <= set(available_backends("topk", "spmv_dense"))
 
 
-# --- Triton, in the interpreter on the CPU ---------------------------------------------------------------
+# --- Triton: compiled on a GPU, in the interpreter without one ------------------------------------------------
 @pytest.fixture
-def interpret(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, str], Callable[..., Any]]:
-    if not HAS_TRITON:
-        pytest.skip("triton is not installed")
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-
+def interpret(triton_backend: str) -> Callable[[str, str], Callable[..., Any]]:
     def triton_kernel(fmt: str, op: str) -> Callable[..., Any]:
-        return get_kernel(fmt, op, "triton")
+        return get_kernel(fmt, op, triton_backend)
 
     return triton_kernel
 

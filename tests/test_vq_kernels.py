@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tensorpress as tp
-from conftest import HAS_TRITON, load_real
+from conftest import load_real
 from tensorpress.core.errors import InputError
 from tensorpress.kernels import available_backends, get_kernel
 from tensorpress.kernels.composite import VQProduct, product
@@ -121,13 +121,10 @@ def test_vq_ops_have_numba_and_reference() -> None:
         assert {"reference", "numba"} <= set(available_backends("vq", op))
 
 
-# --- Triton, in the interpreter on the CPU ---------------------------------------------------------------
+# --- Triton: compiled on a GPU, in the interpreter without one ------------------------------------------------
 @pytest.mark.parametrize(("spec", "shape"), [CASES[1], CASES[3], CASES[5]])  # table; direct; 9-bit codes
 def test_triton_matches_reference(spec: str, shape: tuple[int, int], weight: np.ndarray, inputs: np.ndarray,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    if not HAS_TRITON:
-        pytest.skip("triton is not installed")
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
+                                  triton_backend: str) -> None:
     enc = tp.encode(weight[:48, :shape[1]], spec)  # 48 rows: the interpreter is slow
     p = product(enc)
     assert isinstance(p, VQProduct)
