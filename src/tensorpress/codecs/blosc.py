@@ -31,15 +31,25 @@ _MAX_OVERHEAD = 32  # BLOSC2_MAX_OVERHEAD: a chunk never exceeds its input by mo
 _MAX_C_BYTES = (1 << 31) - 1 - _MAX_OVERHEAD  # sizes are int32 in the C API
 _c_lib: Any = None  # the C library once loaded; False where it is not there
 _C_LOCK = threading.Lock()  # the C API's compressor and thread count are global settings
+_forked = False  # set in a forked child: the library's state came from a parent whose threads it lacks
 
 
-def _new_lock() -> None:  # a forked child gets a fresh lock: the parent's may be held by a thread it lacks
-    global _C_LOCK
+def _after_fork_in_child() -> None:
+    """A forked child gets a fresh lock (the parent's may be held by a thread it lacks) and runs Blosc on the
+    calling thread alone: with Blosc's worker threads, forked children hung inside ``decompress2`` in 4 of 5 runs
+    of the fork test while both cores were kept busy, and in none of 5 with one thread."""
+    global _C_LOCK, _forked
     _C_LOCK = threading.Lock()
+    _forked = True
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_lock)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _threads() -> int:
+    """Blosc's threads for a call: python-blosc2's setting, one in a forked child."""
+    return 1 if _forked else max(1, min(blosc2.nthreads, 1 << 15))
 
 
 def _c_library() -> Any:
@@ -99,13 +109,13 @@ class Blosc(Codec):
         if data.nbytes == 0:
             return b""
         typesize = min(self.typesize or typesize, 255)
-        lib: Any = _c_library() if data.nbytes <= _MAX_C_BYTES else None
+        lib: Any = _c_library() if data.nbytes <= _MAX_C_BYTES and not _forked else None
         if lib:
             src = np.frombuffer(data, np.uint8)
             out = np.empty(src.size + _MAX_OVERHEAD, np.uint8)
             with _C_LOCK:
                 known = lib.blosc1_set_compressor(self.cname.encode()) >= 0
-                lib.blosc2_set_nthreads(max(1, min(blosc2.nthreads, 1 << 15)))
+                lib.blosc2_set_nthreads(_threads())
                 n = (lib.blosc2_compress(self.clevel, _C_SHUFFLES[self.shuffle], typesize, src.ctypes.data, src.size,
                                          out.ctypes.data, out.size) if known else -1)
             if n > 0:
@@ -113,7 +123,7 @@ class Blosc(Codec):
                 return out.data
         out_bytes: bytes = blosc2.compress2(
             data, codec=_CODECS[self.cname], clevel=self.clevel, filters=[_SHUFFLES[self.shuffle]],
-            typesize=typesize,
+            typesize=typesize, nthreads=_threads(),
         )
         return out_bytes
 
@@ -132,7 +142,7 @@ class Blosc(Codec):
             raise BlobError(f"blosc data declares {nbytes} bytes, the header {size}")
         out = np.empty(size, np.uint8)
         try:
-            written = blosc2.decompress2(data, dst=out)
+            written = blosc2.decompress2(data, dst=out, nthreads=_threads())
         except (RuntimeError, ValueError) as exc:
             raise BlobError(f"blosc data is corrupt: {exc}") from None
         if written is not None and written != size:  # python-blosc2 returns None when filling ``dst``
