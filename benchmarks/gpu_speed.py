@@ -69,12 +69,18 @@ def real_weight(size: int) -> tuple[np.ndarray, str]:
         "scikit-image samples"
 
 
+#: which operand of each format's product is a packed bit stream (moved as its bit patterns, as the kernels do)
+STREAMS = {"quant": 0, "nm": 1, "bitmap": 0, "vq": 1}
+
+
 def operands_on(codec_id: str, operands: tuple[Any, ...], dev: str) -> tuple[Any, ...]:
-    """Kernel operands as the Triton kernels take them, moved to ``dev`` once: packed code streams (uint8) as
-    their bit patterns, everything else as the kernels' own conversion gives it."""
+    """Kernel operands as the Triton kernels take them, moved to ``dev`` once: the packed bit stream as its bit
+    patterns, everything else as the kernels' own conversion gives it."""
     from tensorpress.kernels.triton._runtime import to_device
 
-    return tuple(to_device(o, dev, bits=o.dtype == np.uint8) if isinstance(o, np.ndarray) else o for o in operands)
+    stream = STREAMS.get(codec_id)
+    return tuple(to_device(o, dev, bits=i == stream) if isinstance(o, np.ndarray) else o
+                 for i, o in enumerate(operands))
 
 
 class Case:

@@ -123,7 +123,7 @@ def test_triton_matches_reference(spec: str, interpret: Callable[[str, str], Cal
     enc = tp.encode(w, spec)
     fmt, ops, padded = _matmul_operands(enc)
     dense = np.abs(tp.decode(enc).astype(np.float64))
-    for batch in (None, 3):
+    for batch in (None, 3, 16):  # 16: wide enough for the tensor cores on a GPU (float32 must stay float32)
         x = rhs(inputs, 97, batch)
         xp = _sparse.pad_rows(x, padded)
         op = "matvec" if batch is None else "matmul"

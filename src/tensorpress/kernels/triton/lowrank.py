@@ -10,20 +10,23 @@ import functools
 from typing import Any
 
 from ..dispatch import kernel
-from ._runtime import device, require_triton, to_device, to_host
+from ._runtime import device, f32_product, require_triton, to_device, to_host
 
 require_triton()
 
 tl: Any = None  # bound when the kernels are first built (Triton resolves names through the globals)
+mul_sum: Any = None
 BLOCK_R = 16
 BLOCK_K = 64
 
 
 @functools.cache
 def _kernels() -> Any:
-    global tl
+    global tl, mul_sum
     import triton
     import triton.language as tl
+
+    mul_sum = f32_product()
 
     @triton.jit
     def rows_dot(a, x, out, m, k, batch,  # type: ignore[no-untyped-def]
@@ -37,7 +40,7 @@ def _kernels() -> Any:
                          other=0.0).to(tl.float32)
             xv = tl.load(x + kk[:, None].to(tl.int64) * batch + bb[None, :],
                          mask=(kk[:, None] < k) & (bb[None, :] < batch), other=0.0)
-            acc += tl.sum(av[:, :, None] * xv[None, :, :], axis=1)
+            acc += mul_sum(av, xv, BLOCK_K >= 16)
         tl.store(out + r[:, None].to(tl.int64) * batch + bb[None, :], acc,
                  mask=(r[:, None] < m) & (bb[None, :] < batch))
 

@@ -18,11 +18,12 @@ from typing import Any
 
 from ..dispatch import kernel
 from ..reference.vq import uses_table
-from ._runtime import device, require_triton, to_device, to_host
+from ._runtime import device, f32_product, require_triton, to_device, to_host
 
 require_triton()
 
 tl: Any = None  # bound when the kernels are first built (Triton resolves names through the globals)
+mul_sum: Any = None
 BLOCK_R = 16
 BLOCK_J = 16
 BLOCK_K = 64
@@ -30,9 +31,11 @@ BLOCK_K = 64
 
 @functools.cache
 def _kernels() -> Any:
-    global tl
+    global tl, mul_sum
     import triton
     import triton.language as tl
+
+    mul_sum = f32_product()
 
     @triton.jit
     def tabulate(book, x, table, ncb, k, dim, cols, nvec, batch,  # type: ignore[no-untyped-def]
@@ -50,7 +53,7 @@ def _kernels() -> Any:
                 kk = k0 + tl.arange(0, BLOCK_K)
                 w = tl.load(book + ((g * ncb + c) * k + kk[:, None]).to(tl.int64) * dim + t[None, :],
                             mask=(kk[:, None] < k) & (t[None, :] < n), other=0.0)
-                v = tl.sum(w[:, :, None] * xv[None, :, :], axis=1)
+                v = mul_sum(w, xv, BLOCK_D >= 16)
                 dst = (((g * nvec + j) * ncb + c) * k + kk[:, None]).to(tl.int64) * batch + bb[None, :]
                 tl.store(table + dst, v, mask=(kk[:, None] < k) & (bb[None, :] < batch))
 
@@ -83,7 +86,7 @@ def _kernels() -> Any:
                         w = tl.load(book + word_at + t, mask=live & (col[None, :] < cols), other=0.0)
                         xv = tl.load(x + col[:, None].to(tl.int64) * batch + bb[None, :],
                                      mask=(col[:, None] < cols) & (bb[None, :] < batch), other=0.0)
-                        acc += tl.sum(w[:, :, None] * xv[None, :, :], axis=1)
+                        acc += mul_sum(w, xv, BLOCK_J >= 16)
         s = tl.load(scales + r, mask=r < rows, other=0.0)
         tl.store(out + r[:, None].to(tl.int64) * batch + bb[None, :], acc * s[:, None],
                  mask=(r[:, None] < rows) & (bb[None, :] < batch))
@@ -112,9 +115,9 @@ def _product(book: Any, packed: Any, scales: Any, bits: int, per: int, cols: int
         table = torch.empty((groups * nvec * ncb * k * batch if table_on else 1,), dtype=torch.float32,
                             device=x2.device)
         bkf = bk.float().contiguous()
-        if table_on:
+        if table_on:  # codeword tiles at least 16 wide: their product with x is then float32-accurate (f32_product)
             tabulate[(groups * nvec,)](bkf, x2, table, ncb, k, dim, cols, nvec, batch, BLOCK_K=min(BLOCK_K, _pow2(k)),
-                                       BLOCK_D=_pow2(dim), BLOCK_B=bb)
+                                       BLOCK_D=max(16, _pow2(dim)), BLOCK_B=bb)
         gather[(-(-rows // BLOCK_R),)](table, bkf, x2, pk.contiguous(), sc.float().contiguous(), out, rows, cols, nvec,
                                        ncb, k, dim, bits, per, batch, TABLE=table_on, BLOCK_R=BLOCK_R,
                                        BLOCK_J=BLOCK_J, BLOCK_B=bb)
