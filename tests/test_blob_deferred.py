@@ -80,14 +80,14 @@ def test_join_of_pieces_matches_google_crc32c(camera: np.ndarray) -> None:
 @pytest.mark.skipif(not crc_kernel.available(), reason="no crc32 instruction on this CPU")
 @pytest.mark.parametrize("bits", [2, 3, 4, 5, 8])
 @pytest.mark.parametrize("rows, n", [(1, 7), (3, 100), (63, 131), (65, 512), (200, 37), (70, 7), (512, 96), (9, 40),
-                                     (9, 80)])
+                                     (9, 80), (1100, 8192), (1100, 8189)])
 def test_checked_decode_kernel_matches_plain_decode_and_crc(camera: np.ndarray, bits: int, rows: int,
                                                              n: int) -> None:
     """Row blocks of every length, rows that end mid-byte, shorter last blocks, trailing blocks with no rows
     before a padded last byte (70 x 7 at 3 and 5 bits), the word-wise loop (2, 4 and 8 bits with n a multiple of
-    the codes per word; with a shorter last group at n = 40 and 80) and the byte-wise one: the fused CRC is
-    exact, and both
-    kernels decode what the reference does, also from codes that start at an odd address."""
+    the codes per word; with a shorter last group at n = 40 and 80) and the byte-wise one, blocks checked in several
+    32 KiB steps with a shorter last one (1100 rows of 8192, and of 8189 where rows end mid-byte): the fused CRC
+    is exact, and both kernels decode what the reference does, also from codes that start at an odd address."""
     from tensorpress.kernels import get_kernel
 
     codec = tp.spec(f"quant(bits={bits}, group=32)")

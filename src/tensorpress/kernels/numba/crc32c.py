@@ -8,8 +8,8 @@ the partial CRCs are joined with carry-less arithmetic modulo the polynomial:
 
     crc(A ‖ B) = crc(A) · x^(8·|B|)  ⊕  crc₀(B)          (mod P, registers without the final xor)
 
-Decode kernels checksum each block's bytes with :func:`block_span` and join the blocks' registers with
-:func:`join`.
+Decode kernels chain :func:`span_fixed` over each block's bytes (from ~0 for the first block, else from 0)
+and join the blocks' registers with :func:`join`.
 
 Values are in the reflected convention of the instruction: bit 31 holds the coefficient of x^0. The joins
 inside a span multiply with ``pclmulqdq`` and reduce with ``crc32`` itself: for 32-bit reflected ``a`` and
@@ -292,17 +292,6 @@ def span(data, start, stop, crc):  # register after data[start:stop] from ``crc`
 def _span_streams(data, start, stop, crc):  # :func:`span` on the integer units alone, whatever the CPU
     count, k1, k2 = _streams_constants(stop - start)
     return _streams_fixed(data, start, stop, crc, count, k1, k2)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def block_span(data, start, stop, first, shortest, count, k1, k2):  # numba infers the types
-    """The register of one of a kernel's blocks, ``data[start:stop]``, for :func:`join`: from ~0 for the
-    ``first`` block, else from 0; blocks of at least ``shortest`` bytes use the constants
-    :func:`span_constants` gave for that length, a shorter one (the last) computes its own."""
-    reg = np.uint32(0xFFFFFFFF) if first else np.uint32(0)
-    if stop - start >= shortest:
-        return span_fixed(data, start, stop, reg, count, k1, k2)
-    return span(data, start, stop, reg)
 
 
 @numba.njit(cache=True, nogil=True)
