@@ -192,6 +192,15 @@ def _shares(params):  # numba infers the types
     return lengths
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _rows(packed, lut, scales, offsets, width, stream, n, group, out, first, last):  # numba infers the types
+    """Rows ``first … last-1`` by the bit-stream walk (``stream``) or the word-wise loop."""
+    if stream:
+        _stream_rows(packed, lut, scales, offsets, width, n, group, out, first, last)
+    else:
+        _rows_words(packed, lut, scales, offsets, width, n, group, out, first, last)
+
+
 _SUB_BYTES = 32 << 10  # codes decoded, then checksummed, per step of the checked decode (rows of at least this)
 
 
@@ -219,12 +228,10 @@ def _rows_crc(packed, lut, scales, offsets, width, stream, params, out, first, l
     shortest = _sub_bytes(params)
     count, k1, k2 = params[_COUNT], np.uint32(params[_K1]), np.uint32(params[_K2])
     at = start
-    for r0 in range(first, last, _sub_rows(params)):
-        r1 = min(last, r0 + _sub_rows(params))
-        if stream:
-            _stream_rows(packed, lut, scales, offsets, width, n, group, out, r0, r1)
-        else:
-            _rows_words(packed, lut, scales, offsets, width, n, group, out, r0, r1)
+    step = _sub_rows(params)
+    for r0 in range(first, last, step):
+        r1 = min(last, r0 + step)
+        _rows(packed, lut, scales, offsets, width, stream, n, group, out, r0, r1)
         end = stop if r1 == last else (r1 * n * bits) // 8
         reg = span_fixed(packed, at, end, reg, count, k1, k2) if end - at >= shortest else span(packed, at, end, reg)
         at = end
@@ -249,10 +256,7 @@ def _block_source(width: int, stream: bool, checked: bool) -> Any:
         lut = np.empty(256, np.float32)
         if checked:
             return np.uint64(_rows_crc(packed, lut, scales, offsets, width, stream, params, out, first, last, b))
-        if stream:
-            _stream_rows(packed, lut, scales, offsets, width, params[_N], params[_GROUP], out, first, last)
-        else:
-            _rows_words(packed, lut, scales, offsets, width, params[_N], params[_GROUP], out, first, last)
+        _rows(packed, lut, scales, offsets, width, stream, params[_N], params[_GROUP], out, first, last)
         return np.uint64(0)
 
     return decode_block
