@@ -46,6 +46,12 @@ def device() -> str:
     )
 
 
+def pow2(n: int) -> int:
+    """The smallest power of two at least ``n`` (1 for ``n <= 1``): a tile size for ``n`` items, since Triton's
+    block sizes are powers of two."""
+    return max(1, 1 << (n - 1).bit_length())
+
+
 _SIGNED = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..dispatch import kernel
-from ._runtime import device, require_triton, to_device, to_host
+from ._runtime import device, pow2, require_triton, to_device, to_host
 
 require_triton()
 
@@ -90,7 +90,7 @@ def _matmul(bitmap: Any, values: Any, offsets: Any, x: Any) -> Any:
     out = torch.zeros((rows, batch), dtype=torch.float32, device=dev)
     if rows and nbytes and batch and v.numel():
         bitmap_matmul[(rows,)](bm, v, off, x2, out, nbytes, batch, CHUNK=CHUNK,
-                               BLOCK_B=max(1, 1 << (batch - 1).bit_length()))
+                               BLOCK_B=pow2(batch))
     return to_host(out.reshape(rows) if xx.ndim == 1 else out, x)
 
 

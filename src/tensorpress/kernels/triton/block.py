@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..dispatch import kernel
-from ._runtime import device, require_triton, to_device, to_host
+from ._runtime import device, pow2, require_triton, to_device, to_host
 
 require_triton()
 
@@ -63,9 +63,6 @@ def _kernels() -> Any:
     return block_matmul, block_decode
 
 
-def _pow2(n: int) -> int:
-    return max(1, 1 << (n - 1).bit_length())
-
 
 def _matmul(values: Any, columns: Any, x: Any) -> Any:
     import torch
@@ -78,8 +75,8 @@ def _matmul(values: Any, columns: Any, x: Any) -> Any:
     batch = x2.shape[1]
     out = torch.zeros((rb * bh, batch), dtype=torch.float32, device=dev)
     if rb and kept and batch:
-        block_matmul[(rb,)](v, c, x2, out, kept, batch, BH=bh, BW=bw, BWP=_pow2(bw), BLOCK_Q=BLOCK_Q,
-                            BLOCK_B=_pow2(batch))
+        block_matmul[(rb,)](v, c, x2, out, kept, batch, BH=bh, BW=bw, BWP=pow2(bw), BLOCK_Q=BLOCK_Q,
+                            BLOCK_B=pow2(batch))
     return to_host(out.reshape(rb * bh) if xx.ndim == 1 else out, x)
 
 
@@ -107,6 +104,6 @@ def decode(values: Any, columns: Any, rows: int, cols: int) -> Any:
     width = -(-cols // bw) * bw
     out = torch.zeros((rb * bh, width), dtype=v.dtype, device=dev)
     if rb and kept:
-        block_decode[(rb,)](v, c, out, kept, width, BH=bh, BW=bw, BWP=_pow2(bw), BLOCK_Q=BLOCK_Q)
+        block_decode[(rb,)](v, c, out, kept, width, BH=bh, BW=bw, BWP=pow2(bw), BLOCK_Q=BLOCK_Q)
     dtype = values.dtype if isinstance(values, np.ndarray) else None
     return to_host(out[:rows, :cols].contiguous(), values, dtype)

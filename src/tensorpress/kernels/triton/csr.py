@@ -7,7 +7,7 @@ import functools
 from typing import Any
 
 from ..dispatch import kernel
-from ._runtime import device, require_triton, to_device, to_host
+from ._runtime import device, pow2, require_triton, to_device, to_host
 
 require_triton()
 
@@ -52,7 +52,7 @@ def _product(indptr: Any, indices: Any, values: Any, x: Any) -> Any:
     out = torch.zeros((rows, batch), dtype=torch.float32, device=dev)
     if rows and batch and v.numel():
         _kernels()[(rows,)](ip.to(torch.int64), ix, v, x2, out, batch, CHUNK=CHUNK,
-                            BLOCK_B=max(1, 1 << (batch - 1).bit_length()))
+                            BLOCK_B=pow2(batch))
     return to_host(out.reshape(rows) if xx.ndim == 1 else out, x)
 
 

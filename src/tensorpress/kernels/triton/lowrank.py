@@ -10,7 +10,7 @@ import functools
 from typing import Any
 
 from ..dispatch import kernel
-from ._runtime import device, f32_product, require_triton, to_device, to_host
+from ._runtime import device, f32_product, pow2, require_triton, to_device, to_host
 
 require_triton()
 
@@ -55,7 +55,7 @@ def _rows_dot(a: Any, x2: Any) -> Any:
     out = torch.zeros((m, batch), dtype=torch.float32, device=x2.device)
     if m and k and batch:
         _kernels()[(-(-m // BLOCK_R),)](a.contiguous(), x2.contiguous(), out, m, k, batch, BLOCK_R=BLOCK_R,
-                                        BLOCK_K=BLOCK_K, BLOCK_B=max(1, 1 << (batch - 1).bit_length()))
+                                        BLOCK_K=BLOCK_K, BLOCK_B=pow2(batch))
     return out
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..dispatch import kernel
 from ..reference.nm import index_bits
-from ._runtime import device, require_triton, to_device, to_host
+from ._runtime import device, pow2, require_triton, to_device, to_host
 
 require_triton()
 
@@ -32,13 +32,14 @@ def _kernels() -> Any:
     import triton.language as tl
 
     @triton.jit
-    def positions(packed, e, BITS: tl.constexpr):  # type: ignore[no-untyped-def]
-        """Position (0 … m-1) of kept values ``e`` (int64 element numbers) in the LSB-first stream."""
+    def positions(packed, e, ok, BITS: tl.constexpr):  # type: ignore[no-untyped-def]
+        """Position (0 … m-1) of kept values ``e`` (int64 element numbers) in the LSB-first stream, where ``ok``
+        (0 elsewhere). Only the bytes that hold a position's bits are read, so the stream needs no padding."""
         pos = e * BITS
         byte = pos // 8
         shift = (pos % 8).to(tl.int32)
-        lo = tl.load(packed + byte).to(tl.int32) & 255
-        hi = tl.load(packed + byte + 1, mask=shift + BITS > 8, other=0).to(tl.int32) & 255
+        lo = tl.load(packed + byte, mask=ok & (BITS > 0), other=0).to(tl.int32) & 255
+        hi = tl.load(packed + byte + 1, mask=ok & (shift + BITS > 8), other=0).to(tl.int32) & 255
         return ((lo >> shift) | (hi << (8 - shift))) & ((1 << BITS) - 1)
 
     @triton.jit
@@ -52,7 +53,7 @@ def _kernels() -> Any:
             ok = (r[:, None] < rows) & (kk[None, :] < k_row)
             e = r[:, None].to(tl.int64) * k_row + kk[None, :]
             v = tl.load(vals + e, mask=ok, other=0.0).to(tl.float32)
-            p = positions(packed, e, BITS)  # 0 when BITS is 0 (m = 1)
+            p = positions(packed, e, ok, BITS)  # 0 when BITS is 0 (m = 1)
             col = (kk[None, :] // N) * M + p
             xv = tl.load(x + col[:, :, None].to(tl.int64) * batch + bb[None, None, :],
                          mask=ok[:, :, None] & (bb[None, None, :] < batch), other=0.0)
@@ -65,7 +66,7 @@ def _kernels() -> Any:
                   BITS: tl.constexpr, BLOCK: tl.constexpr):
         e = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         ok = e < count
-        p = positions(packed, e, BITS)
+        p = positions(packed, e, ok, BITS)
         r = e // k_row
         kk = e % k_row
         tl.store(out + r * padded + (kk // N) * M + p, tl.load(vals + e, mask=ok), mask=ok)
@@ -84,10 +85,9 @@ def _matmul(values: Any, packed: Any, n: int, m: int, x: Any) -> Any:
     batch = x2.shape[1]
     out = torch.zeros((rows, batch), dtype=torch.float32, device=dev)
     if rows and k_row and batch:
-        p = torch.cat([p, torch.zeros(1, dtype=p.dtype, device=dev)])  # the reader may touch one more byte
         nm_matmul[(-(-rows // BLOCK_R),)](v, p, x2.contiguous(), out, rows, k_row, batch, N=n, M=m,
                                          BITS=index_bits(m), BLOCK_R=BLOCK_R, BLOCK_K=BLOCK_K,
-                                         BLOCK_B=max(1, 1 << (batch - 1).bit_length()))
+                                         BLOCK_B=pow2(batch))
     return to_host(out.reshape(rows) if xx.ndim == 1 else out, x)
 
 
@@ -115,7 +115,6 @@ def decode(values: Any, packed: Any, n: int, m: int, cols: int) -> Any:
     groups = -(-cols // m)
     out = torch.zeros((rows, groups * m), dtype=v.dtype, device=dev)
     if v.numel():
-        p = torch.cat([p, torch.zeros(1, dtype=p.dtype, device=dev)])
         block = 256
         nm_decode[(-(-v.numel() // block),)](v, p, out, v.numel(), k_row, groups * m, N=n, M=m,
                                              BITS=index_bits(m), BLOCK=block)

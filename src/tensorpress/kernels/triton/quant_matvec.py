@@ -15,7 +15,7 @@ import functools
 from typing import Any
 
 from ..dispatch import kernel
-from ._runtime import device, f32_product, require_triton, to_device, to_host
+from ._runtime import device, f32_product, pow2, require_triton, to_device, to_host
 
 require_triton()
 
@@ -91,7 +91,7 @@ def _matmul(packed: Any, scales: Any, offsets: Any, bits: int, n: int, group: in
         block_r, block_k = BLOCKS_VEC if batch == 1 else BLOCKS_MAT
         quant_matmul[(-(-rows // block_r),)](p, s.float().contiguous(), o.float().contiguous(), x2, out, rows, n,
                                              ngroups, group, batch, BITS=bits, WORDS=words, BLOCK_R=block_r,
-                                             BLOCK_K=block_k, BLOCK_B=max(1, 1 << (batch - 1).bit_length()))
+                                             BLOCK_K=block_k, BLOCK_B=pow2(batch))
     return to_host(out.reshape(rows) if xx.ndim == 1 else out, x)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..dispatch import kernel
 from ..reference.vq import uses_table
-from ._runtime import device, f32_product, require_triton, to_device, to_host
+from ._runtime import device, f32_product, pow2, require_triton, to_device, to_host
 
 require_triton()
 
@@ -94,9 +94,6 @@ def _kernels() -> Any:
     return tabulate, gather
 
 
-def _pow2(n: int) -> int:
-    return max(1, 1 << (n - 1).bit_length())
-
 
 def _product(book: Any, packed: Any, scales: Any, bits: int, per: int, cols: int, x: Any) -> Any:
     import torch
@@ -111,13 +108,13 @@ def _product(book: Any, packed: Any, scales: Any, bits: int, per: int, cols: int
     if rows and cols and batch:
         tabulate, gather = _kernels()
         table_on = uses_table(per, k, dim)
-        bb = _pow2(batch)
+        bb = pow2(batch)
         table = torch.empty((groups * nvec * ncb * k * batch if table_on else 1,), dtype=torch.float32,
                             device=x2.device)
         bkf = bk.float().contiguous()
         if table_on:  # codeword tiles at least 16 wide: their product with x is then float32-accurate (f32_product)
-            tabulate[(groups * nvec,)](bkf, x2, table, ncb, k, dim, cols, nvec, batch, BLOCK_K=min(BLOCK_K, _pow2(k)),
-                                       BLOCK_D=max(16, _pow2(dim)), BLOCK_B=bb)
+            tabulate[(groups * nvec,)](bkf, x2, table, ncb, k, dim, cols, nvec, batch, BLOCK_K=min(BLOCK_K, pow2(k)),
+                                       BLOCK_D=max(16, pow2(dim)), BLOCK_B=bb)
         gather[(-(-rows // BLOCK_R),)](table, bkf, x2, pk.contiguous(), sc.float().contiguous(), out, rows, cols, nvec,
                                        ncb, k, dim, bits, per, batch, TABLE=table_on, BLOCK_R=BLOCK_R,
                                        BLOCK_J=BLOCK_J, BLOCK_B=bb)
