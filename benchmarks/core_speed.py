@@ -69,11 +69,10 @@ def quant_measure(spec: str, x: np.ndarray, workdir: Path, rounds: int, seed: in
     enc = Encoded(enc.codec, enc.shape, enc.dtype, {k: bench.on_huge_pages(v) for k, v in enc.parts.items()},
                   enc.meta)
     y = codec.decode(enc)
-    scales = enc.parts["scales"].astype(np.float32)
-    offsets = (enc.parts["mins"].astype(np.float32) if "mins" in enc.parts
-               else np.float32(-(1 << (codec.bits - 1))) * scales)
     g = codec.group
-    kernel = get_kernel("quant", "decode", "numba")
+    # the kernel the codec runs, on the stored parts: no blob, no checks, no parameter or shape handling
+    kernel = get_kernel("quant", "decode_stored", "numba")
+    zero = 1 << (codec.bits - 1)
     path = workdir / f"q{codec.bits}_{g}.zarr"
     tp.save(path, {"w": enc}, progress=False)
     container = tp.open(path)
@@ -81,7 +80,8 @@ def quant_measure(spec: str, x: np.ndarray, workdir: Path, rounds: int, seed: in
     # and their mean is the base; the two against each other ("codec.decode again") show how far an identical
     # call strays here, the floor under which an overhead cannot be told from noise.
     times = bench.interleaved_times({
-        "kernel": lambda: kernel(enc.parts["codes"], scales, offsets, codec.bits, x.shape[1], g),
+        "kernel": lambda: kernel(enc.parts["codes"], enc.parts["scales"], enc.parts.get("mins"), zero, codec.bits,
+                                 x.shape[1], g),
         "codec": lambda: codec.decode(enc),
         "codec again": lambda: codec.decode(enc),
         "blob": lambda: Encoded.from_bytes(blob).decode(),

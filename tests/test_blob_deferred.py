@@ -86,24 +86,33 @@ def test_checked_decode_kernel_matches_plain_decode_and_crc(camera: np.ndarray, 
     """Row blocks of every length, rows that end mid-byte, shorter last blocks, trailing blocks with no rows
     before a padded last byte (70 x 7 at 3 and 5 bits), the word-wise loop (2, 4 and 8 bits with n a multiple of
     the codes per word; with a shorter last group at n = 40 and 80) and the byte-wise one, blocks checked in several
-    32 KiB steps with a shorter last one (1100 rows of 8192, and of 8189 where rows end mid-byte): the fused CRC
-    is exact, and both kernels decode what the reference does, also from codes that start at an odd address."""
+    32 KiB steps with a shorter last one (1100 rows of 8192, and of 8189 where rows end mid-byte): the fused CRCs
+    of the codes, scales and minimums are exact, and the kernels decode what the reference does, from float16 or
+    float32 parameters, with minimums or symmetric, also from codes that start at an odd address."""
     from tensorpress.kernels import get_kernel
 
     codec = tp.spec(f"quant(bits={bits}, group=32)")
     enc = codec.encode(np.resize(camera.astype(np.float32), (rows, n)))
     packed = enc.parts["codes"]
-    scales = enc.parts["scales"].astype(np.float32)
-    offsets = enc.parts["mins"].astype(np.float32)
-    expected = get_kernel("quant", "decode", "reference")(packed, scales, offsets, bits, n, 32)
     shifted = np.zeros(packed.size + 3, np.uint8)[3:]
     shifted[:] = packed
-    for codes in (packed, shifted):
-        out, crc = get_kernel("quant", "decode_crc", "numba")(codes, scales, offsets, bits, n, 32)
-        assert crc == google_crc32c.value(packed.tobytes())
-        np.testing.assert_array_equal(out, expected)
-        np.testing.assert_array_equal(get_kernel("quant", "decode", "numba")(codes, scales, offsets, bits, n, 32),
-                                      expected)
+    zero = 1 << (bits - 1)
+    for dtype in (np.float16, np.float32):
+        scales = enc.parts["scales"].astype(dtype)
+        for mins in (enc.parts["mins"].astype(dtype), None):
+            expected = get_kernel("quant", "decode_stored", "reference")(packed, scales, mins, zero, bits, n, 32)
+            for codes in (packed, shifted):
+                out, crc, crc_s, crc_m = get_kernel("quant", "decode_stored_crc", "numba")(codes, scales, mins, zero,
+                                                                                           bits, n, 32)
+                assert crc == google_crc32c.value(packed.tobytes())
+                assert crc_s == google_crc32c.value(scales.tobytes())
+                assert crc_m == (None if mins is None else google_crc32c.value(mins.tobytes()))
+                np.testing.assert_array_equal(out, expected)
+                np.testing.assert_array_equal(
+                    get_kernel("quant", "decode_stored", "numba")(codes, scales, mins, zero, bits, n, 32), expected)
+    scale32, offsets = get_kernel("quant", "parameters", "reference")(enc.parts["scales"], enc.parts["mins"], zero)
+    np.testing.assert_array_equal(get_kernel("quant", "decode", "numba")(shifted, scale32, offsets, bits, n, 32),
+                                  get_kernel("quant", "decode", "reference")(packed, scale32, offsets, bits, n, 32))
 
 
 def test_decode_kernels_refuse_buffers_that_do_not_fit(camera: np.ndarray) -> None:
@@ -115,13 +124,20 @@ def test_decode_kernels_refuse_buffers_that_do_not_fit(camera: np.ndarray) -> No
     packed = enc.parts["codes"]
     scales = enc.parts["scales"].astype(np.float32)
     offsets = enc.parts["mins"].astype(np.float32)
-    ops = ["decode", "decode_crc"] if crc_kernel.available() else ["decode"]
+    for args in ((packed[:-1], scales, offsets), (packed, scales[:, :-1], offsets[:, :-1]),
+                 (packed, scales, offsets[:-1])):
+        with pytest.raises(ValueError, match="do not fit"):
+            get_kernel("quant", "decode", "numba")(*args, 4, 128, 32)
+    ops = ["decode_stored", "decode_stored_crc"] if crc_kernel.available() else ["decode_stored"]
     for op in ops:
         kernel = get_kernel("quant", op, "numba")
         for args in ((packed[:-1], scales, offsets), (packed, scales[:, :-1], offsets[:, :-1]),
-                     (packed, scales, offsets[:-1])):
+                     (packed, scales, offsets[:-1]), (packed[:-1], scales, None)):
             with pytest.raises(ValueError, match="do not fit"):
-                kernel(*args, 4, 128, 32)
+                kernel(*args, 8, 4, 128, 32)
+    if crc_kernel.available():
+        with pytest.raises(ValueError, match="float16 or float32 of one type"):
+            get_kernel("quant", "decode_stored_crc", "numba")(packed, scales, offsets.astype(np.float16), 8, 4, 128, 32)
 
 
 def corrupt(blob: bytes, part: str, at: float = 0.5) -> bytes:

@@ -392,21 +392,40 @@ class GroupQuant(Codec):
         rows = math.prod(moved[:-1]) if moved else 1
         g = self._group(n)
         ngroups = -(-n // g) if n else 0
-        scale32, offsets = self._stored_parameters(enc, rows, ngroups)
-        packed, expected_crc = enc.part_array_unchecked("codes", np.uint8, (packed_nbytes(rows * n, self.bits),))
-        checked = _kernel_or_none("decode_crc") if expected_crc is not None and rows * n else None
-        if checked is not None:  # the blob's check of the codes, done while the kernel has them in cache
-            flat, crc = checked(packed, scale32, offsets, self.bits, n, g)
-            enc.confirm_part("codes", crc)
-        else:
-            if expected_crc is not None:
-                enc.part_array("codes", np.uint8)  # checks the part
-            flat = (np.zeros((rows, n), np.float32) if rows * n == 0
-                    else get_kernel("quant", "decode")(packed, scale32, offsets, self.bits, n, g))
+        flat = self._decode_flat(enc, rows, n, g, ngroups)
         out = flat.reshape(moved)
         if shape and self.axis % len(shape) != len(shape) - 1:  # groups along another axis than the last
             out = np.moveaxis(out, -1, self.axis % len(shape))
         return contiguous(restore_dtype(out.reshape(shape), dtype))
+
+    def _decode_flat(self, enc: Encoded, rows: int, n: int, g: int, ngroups: int) -> np.ndarray:
+        """The (rows, n) float32 decode. Plain group scales are converted inside the decode kernel; the blob's
+        deferred checks of the codes, scales and minimums are done by the kernel while it reads them."""
+        packed, codes_crc = enc.part_array_unchecked("codes", np.uint8, (packed_nbytes(rows * n, self.bits),))
+        if not rows * n:
+            if codes_crc is not None:
+                enc.part_array("codes", np.uint8)  # checks the part
+            return np.zeros((rows, n), np.float32)
+        if self._quantized_scales() is not None:
+            scale32, offsets = self._stored_parameters(enc, rows, ngroups)
+            if codes_crc is not None:
+                enc.part_array("codes", np.uint8)
+            return get_kernel("quant", "decode")(packed, scale32, offsets, self.bits, n, g)
+        sdt, shape, zero = _SCALE_DTYPES[self.scale_dtype], (rows, ngroups), 1 << (self.bits - 1)
+        scales, scales_crc = enc.part_array_unchecked("scales", sdt, shape)
+        mins, mins_crc = (None, None) if self.symmetric else enc.part_array_unchecked("mins", sdt, shape)
+        expected = {"codes": codes_crc, "scales": scales_crc, "mins": mins_crc}
+        pending = [name for name, crc in expected.items() if crc is not None]
+        checked = _kernel_or_none("decode_stored_crc") if pending else None
+        if checked is not None:  # the blob's checks, done while the kernel has the bytes in cache
+            flat, *crcs = checked(packed, scales, mins, zero, self.bits, n, g)
+            got = dict(zip(expected, crcs, strict=True))
+            for name in pending:
+                enc.confirm_part(name, got[name])
+            return flat
+        for name in pending:  # checked as plain parts
+            enc.part_array(name, np.uint8 if name == "codes" else sdt)
+        return get_kernel("quant", "decode_stored")(packed, scales, mins, zero, self.bits, n, g)
 
     def _moved_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         if not shape:

@@ -59,3 +59,11 @@ def parameters(scales: np.ndarray, mins: np.ndarray | None, zero: int) -> tuple[
     scale32 = scales.astype(np.float32)
     offsets = mins.astype(np.float32) if mins is not None else np.float32(-zero) * scale32
     return scale32, offsets
+
+
+@kernel("quant", "decode_stored", "reference")
+def dequantize_stored(
+    packed: np.ndarray, scales: np.ndarray, mins: np.ndarray | None, zero: int, bits: int, n: int, group: int
+) -> np.ndarray:
+    """:func:`dequantize` from the stored per-group parameters, as :func:`parameters` takes them."""
+    return dequantize(packed, *parameters(scales, mins, zero), bits, n, group)
