@@ -150,7 +150,8 @@ def corrupt(blob: bytes, part: str, at: float = 0.5) -> bytes:
 
 
 @pytest.mark.parametrize("backend", ["numba", "reference"])
-@pytest.mark.parametrize("spec", ["quant(bits=4, group=128)", "quant(bits=8, group=64, symmetric=true)"])
+@pytest.mark.parametrize("spec", ["quant(bits=4, group=128)", "quant(bits=8, group=64, symmetric=true)",
+                                  "quant(bits=4, group=32, scale_bits=6)"])
 def test_quant_codes_checked_while_decoding(big: np.ndarray, spec: str, backend: str,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TENSORPRESS_BACKEND", backend)

@@ -402,12 +402,17 @@ class GroupQuant(Codec):
         """The (rows, n) float32 decode. Plain group scales are converted inside the decode kernel; the blob's
         deferred checks of the codes, scales and minimums are done by the kernel while it reads them."""
         packed, codes_crc = enc.part_array_unchecked("codes", np.uint8, (packed_nbytes(rows * n, self.bits),))
-        if not rows * n:
-            if codes_crc is not None:
-                enc.part_array("codes", np.uint8)  # checks the part
-            return np.zeros((rows, n), np.float32)
-        if self._quantized_scales() is not None:
+        if not rows * n or self._quantized_scales() is not None:  # parameters converted (and checked) first
             scale32, offsets = self._stored_parameters(enc, rows, ngroups)
+            if not rows * n:
+                if codes_crc is not None:
+                    enc.part_array("codes", np.uint8)  # checks the part
+                return np.zeros((rows, n), np.float32)
+            checked_codes = _kernel_or_none("decode_stored_crc") if codes_crc is not None else None
+            if checked_codes is not None:  # the offsets stand in for minimums; only the codes' CRC is used
+                flat, crc, _, _ = checked_codes(packed, scale32, offsets, 0, self.bits, n, g)
+                enc.confirm_part("codes", crc)
+                return flat
             if codes_crc is not None:
                 enc.part_array("codes", np.uint8)
             return get_kernel("quant", "decode")(packed, scale32, offsets, self.bits, n, g)
