@@ -351,6 +351,7 @@ def _as_read(a: np.ndarray, half: bool) -> np.ndarray:
 
 
 def _kind(bits: int, n: int, group: int) -> str:
+    """The plain decode for a layout: the word-wise loop where :func:`word_aligned`, else the bit-stream walk."""
     return "words" if word_aligned(bits, n, group) else "stream"
 
 
