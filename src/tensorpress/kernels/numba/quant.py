@@ -158,9 +158,11 @@ _BLOCKS_MAX = 64  # row blocks of a decode (in the checked decode, each one CRC 
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _per_block(params):  # numba infers the types
-    """Rows per block: ``ceil(rows / blocks)``."""
-    return (params[_ROWS] + params[_BLOCKS] - 1) // params[_BLOCKS]
+def _block_rows(params, b):  # numba infers the types
+    """Block ``b``'s rows ``first … last-1``: ``ceil(rows / blocks)`` per block, the last ones may hold none."""
+    rows = params[_ROWS]
+    per_block = (rows + params[_BLOCKS] - 1) // params[_BLOCKS]
+    return min(rows, b * per_block), min(rows, (b + 1) * per_block)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -168,11 +170,10 @@ def _views(codes_p, out_p, params_p, b):  # numba infers the types
     """The parameter vector, codes and output of a block function as arrays, with its rows ``first … last-1``."""
     head = numba.carray(params_p, (_HEAD,), np.int64)
     params = numba.carray(params_p, (_HEAD + 2 * head[_BLOCKS],), np.int64)
-    rows = params[_ROWS]
     packed = numba.carray(codes_p, (params[_NBYTES],), np.uint8)
-    out = numba.carray(out_p, (rows, params[_N]), np.float32)
-    per_block = _per_block(params)
-    return params, packed, out, min(rows, b * per_block), min(rows, (b + 1) * per_block)
+    out = numba.carray(out_p, (params[_ROWS], params[_N]), np.float32)
+    first, last = _block_rows(params, b)
+    return params, packed, out, first, last
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -191,11 +192,10 @@ def _stream_rows(packed, lut, scales, mins, params, bits, n, group, out, first, 
 def _share(params, b):  # numba infers the types
     """Block ``b``'s share of the code bytes, (start, stop): from the byte holding its first code to the next
     block's; the last block's share (which may hold no rows) runs to the end of the stream, padding included."""
-    rows, n, bits, n_blocks = params[_ROWS], params[_N], params[_BITS], params[_BLOCKS]
-    per_block = _per_block(params)
-    start = (min(rows, b * per_block) * n * bits) // 8
-    stop = params[_NBYTES] if b == n_blocks - 1 else (min(rows, (b + 1) * per_block) * n * bits) // 8
-    return start, stop
+    first, last = _block_rows(params, b)
+    row_bits = params[_N] * params[_BITS]
+    stop = params[_NBYTES] if b == params[_BLOCKS] - 1 else (last * row_bits) // 8
+    return (first * row_bits) // 8, stop
 
 
 @numba.njit(cache=True, nogil=True)
@@ -374,12 +374,14 @@ def dequantize_stored(
     return _decode(_kind(bits, n, group), packed, scales, mins, zero, bits, n, group)[0]
 
 
-def _param_shares(params: np.ndarray, row_bytes: int) -> np.ndarray:
-    """Byte length of each block's share of a (rows, groups) parameter array of ``row_bytes`` per row."""
-    rows, blocks = int(params[_ROWS]), int(params[_BLOCKS])
-    per = -(-rows // blocks)
-    bounds = np.minimum(rows, np.arange(blocks + 1) * per)
-    return np.diff(bounds) * row_bytes
+@numba.njit(cache=True, nogil=True)
+def _param_shares(params, row_bytes):  # numba infers the types
+    """Byte length of each block's share of a (rows, groups) parameter array of ``row_bytes`` per row: its rows'."""
+    lengths = np.empty(params[_BLOCKS], np.int64)
+    for b in range(lengths.size):
+        first, last = _block_rows(params, b)
+        lengths[b] = (last - first) * row_bytes
+    return lengths
 
 
 if crc_available():
